@@ -1,0 +1,65 @@
+"""Errors raised by the data model and the lifecycle.
+
+    SyncWorkerError
+    ├── InvalidValue              bad input: unknown provider, empty filters, malformed field
+    ├── IntegrationNotFound       no integration with that id
+    ├── TransitionNotAllowed      a trigger that does not apply to the current status
+    ├── DuplicateIntegration      identifier or primary flag already taken in the environment
+    └── CredentialsError          encryption keys or ciphertexts
+        ├── CredentialKeyError    missing or malformed key configuration
+        ├── DecryptionFailed      no configured key opens a ciphertext
+        └── InvalidCredentials    credentials that do not match the provider's required fields
+
+Messages name the integration, its status and the trigger where they apply, and
+never contain a secret.
+"""
+
+from __future__ import annotations
+
+
+class SyncWorkerError(Exception):
+    """Raised for any error of this project; the base of the hierarchy."""
+
+
+class InvalidValue(SyncWorkerError, ValueError):
+    """Raised when an input value is not one the model accepts."""
+
+
+class IntegrationNotFound(SyncWorkerError, LookupError):
+    """Raised when no integration has the requested id."""
+
+    def __init__(self, integration_id: object) -> None:
+        super().__init__(f"integration {integration_id} not found")
+        self.integration_id = integration_id
+
+
+class TransitionNotAllowed(SyncWorkerError):
+    """Raised when a trigger does not apply to an integration's current status."""
+
+    def __init__(self, integration_id: object, status: str, trigger: str) -> None:
+        super().__init__(
+            f"integration {integration_id} is {status!s}: trigger {trigger!s} does not apply"
+        )
+        self.integration_id = integration_id
+        self.status = status
+        self.trigger = trigger
+
+
+class DuplicateIntegration(SyncWorkerError):
+    """Raised when an identifier or the primary flag is already taken in an environment."""
+
+
+class CredentialsError(SyncWorkerError):
+    """Raised for problems with credential keys or ciphertexts."""
+
+
+class CredentialKeyError(CredentialsError):
+    """Raised when the encryption keys are missing or malformed."""
+
+
+class DecryptionFailed(CredentialsError):
+    """Raised when no configured key can decrypt a stored ciphertext."""
+
+
+class InvalidCredentials(CredentialsError, InvalidValue):
+    """Raised when credentials lack a field their provider requires or have a malformed one."""

@@ -1,0 +1,237 @@
+"""What users and operators do to integrations: create, configure, re-key, pause, delete.
+
+Each function takes the session and the time, changes one integration under its
+row lock through the lifecycle, and never commits: the caller owns the
+transaction and enqueues a sync after commit when the returned `Change` asks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from models.changes import SYSTEM_ACTOR, Change, apply_trigger, record_change
+from models.db import as_uuid, lock_integration
+from models.errors import DuplicateIntegration, InvalidValue, TransitionNotAllowed
+from models.lifecycle import initial_status
+from models.schema import Environment, Integration
+from models.status import SYNCING_STATUSES, EnvironmentKind, Provider, Status, Trigger, parse_enum
+
+
+@dataclass(frozen=True)
+class NewIntegration:
+    """What it takes to create an integration; credentials arrive already sealed."""
+
+    environment_id: str
+    name: str
+    identifier: str
+    provider: str
+    credentials_sealed: str | None = None
+    filters: Mapping[str, Any] | None = None
+    configurations: Mapping[str, Any] = field(default_factory=dict)
+    conditions: tuple[Any, ...] = ()
+    primary: bool = False
+    sync_interval_seconds: int | None = None
+    integration_id: uuid.UUID | None = None
+
+
+def ensure_environment(
+    session: Session, env_id: str, *, organization_id: str, name: str, kind: str
+) -> Environment:
+    """Return the environment with `env_id`, creating it if it does not exist yet."""
+    kind_enum = parse_enum(EnvironmentKind, kind, what="environment kind")
+    environment = session.get(Environment, env_id)
+    if environment is None:
+        environment = Environment(
+            id=env_id, organization_id=organization_id, name=name, kind=kind_enum.value
+        )
+        session.add(environment)
+        session.flush()
+    return environment
+
+
+def create_integration(
+    session: Session, spec: NewIntegration, *, now: datetime, actor: str = SYSTEM_ACTOR
+) -> Change:
+    """Create an integration in `setup`, or `active` with its first sync queued if filtered."""
+    provider = parse_enum(Provider, spec.provider, what="provider")
+    environment = session.get(Environment, spec.environment_id)
+    if environment is None:
+        raise InvalidValue(f"unknown environment {spec.environment_id!r}")
+    _check_unique(session, spec, provider)
+    filters = _checked_filters(spec.filters) if spec.filters else None
+    status = initial_status(filters_configured=filters is not None)
+    integration = Integration(
+        id=spec.integration_id or uuid.uuid4(),
+        organization_id=environment.organization_id,
+        environment=environment,
+        name=spec.name,
+        identifier=spec.identifier,
+        provider=provider.value,
+        status=status.value,
+        credentials_encrypted=spec.credentials_sealed,
+        configurations=dict(spec.configurations),
+        filters=filters,
+        primary=spec.primary,
+        conditions=list(spec.conditions),
+        sync_interval_seconds=_checked_interval(spec.sync_interval_seconds),
+        status_changed_at=now,
+        next_sync_at=now if status in SYNCING_STATUSES else None,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(integration)
+    session.flush()  # the audit and outbox rows reference the new row
+    change = Change(integration.id, Trigger.CREATED, None, status, sync_now=status is Status.ACTIVE)
+    record_change(session, integration, change, now=now, actor=actor, reason=None)
+    return change
+
+
+def configure_filters(
+    session: Session,
+    integration_id: uuid.UUID | str,
+    filters: Mapping[str, Any],
+    *,
+    now: datetime,
+    actor: str = SYSTEM_ACTOR,
+) -> Change:
+    """Set an integration's filters; in `setup` this activates it and queues its first sync."""
+    checked = _checked_filters(filters)
+    integration = lock_integration(session, integration_id)
+    if integration.status_enum is Status.DELETED:
+        raise TransitionNotAllowed(integration.id, integration.status, Trigger.CONFIGURE_FILTERS)
+    integration.filters = checked
+    integration.updated_at = now
+    if integration.status_enum is Status.SETUP:
+        change = apply_trigger(
+            session, integration, Trigger.CONFIGURE_FILTERS, now=now, actor=actor
+        )
+        assert change is not None  # the setup -> active row has no guard
+        return change
+    return _unchanged(integration, Trigger.CONFIGURE_FILTERS)
+
+
+def set_credentials(
+    session: Session,
+    integration_id: uuid.UUID | str,
+    sealed: str,
+    *,
+    now: datetime,
+    actor: str = SYSTEM_ACTOR,
+) -> Change:
+    """Replace the credentials; an auth-failing or invalid integration becomes active again."""
+    integration = lock_integration(session, integration_id)
+    change = _fire(session, integration, Trigger.UPDATE_CREDENTIALS, now=now, actor=actor)
+    integration.credentials_encrypted = sealed
+    return change
+
+
+def resolve_qa(
+    session: Session, integration_id: uuid.UUID | str, *, now: datetime, actor: str
+) -> Change:
+    """An operator signs off quality assurance: the integration is active and syncs at once."""
+    integration = lock_integration(session, integration_id)
+    change = _fire(session, integration, Trigger.RESOLVE_QA, now=now, actor=actor)
+    integration.qa_passed_at = now
+    return change
+
+
+def deactivate(
+    session: Session, integration_id: uuid.UUID | str, *, now: datetime, actor: str
+) -> Change:
+    """Pause an integration on a user's or operator's request."""
+    integration = lock_integration(session, integration_id)
+    return _fire(session, integration, Trigger.DEACTIVATE, now=now, actor=actor)
+
+
+def reactivate(
+    session: Session, integration_id: uuid.UUID | str, *, now: datetime, actor: str
+) -> Change:
+    """Bring an inactive integration back: active with a sync queued, or setup without filters."""
+    integration = lock_integration(session, integration_id)
+    return _fire(session, integration, Trigger.REACTIVATE, now=now, actor=actor)
+
+
+def delete(
+    session: Session, integration_id: uuid.UUID | str, *, now: datetime, actor: str
+) -> Change:
+    """Soft-delete for good: credentials wiped, pending syncs dropped, nothing applies after."""
+    integration = lock_integration(session, integration_id)
+    change = _fire(session, integration, Trigger.DELETE, now=now, actor=actor)
+    integration.deleted_at = now
+    integration.deleted_by = actor
+    integration.credentials_encrypted = None
+    integration.primary = False
+    integration.next_sync_at = None
+    return change
+
+
+def record_api_request(session: Session, integration_id: uuid.UUID | str, *, now: datetime) -> bool:
+    """Note that the host application called this integration's API; never changes status.
+
+    One conditional UPDATE, no row lock: cheap enough for every API request. Returns
+    False when the integration does not exist or a later request is already recorded.
+    """
+    result = session.execute(
+        update(Integration)
+        .where(Integration.id == as_uuid(integration_id))
+        .where(
+            or_(Integration.last_api_request_at.is_(None), Integration.last_api_request_at < now)
+        )
+        .values(last_api_request_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _fire(
+    session: Session, integration: Integration, trigger: Trigger, *, now: datetime, actor: str
+) -> Change:
+    change = apply_trigger(session, integration, trigger, now=now, actor=actor)
+    if change is None:  # every operator trigger has rows whose guards cover all cases
+        raise TransitionNotAllowed(integration.id, integration.status, trigger)
+    return change
+
+
+def _unchanged(integration: Integration, trigger: Trigger) -> Change:
+    status = integration.status_enum
+    return Change(integration.id, trigger, status, status)
+
+
+def _checked_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(filters, Mapping) or not filters:
+        raise InvalidValue(
+            "filters must be a non-empty JSON object; an integration without filters stays in setup"
+        )
+    return dict(filters)
+
+
+def _checked_interval(seconds: int | None) -> int | None:
+    if seconds is not None and seconds < 60:
+        raise InvalidValue(f"sync interval must be at least 60 seconds, got {seconds}")
+    return seconds
+
+
+def _check_unique(session: Session, spec: NewIntegration, provider: Provider) -> None:
+    live = (Integration.environment_id == spec.environment_id) & Integration.deleted_at.is_(None)
+    taken = session.scalar(
+        select(Integration.id).where(live, Integration.identifier == spec.identifier).limit(1)
+    )
+    if taken is not None:
+        raise DuplicateIntegration(
+            f"identifier {spec.identifier!r} is already used in environment {spec.environment_id}"
+        )
+    if spec.primary and session.scalar(
+        select(Integration.id)
+        .where(live, Integration.provider == provider.value, Integration.primary)
+        .limit(1)
+    ):
+        raise DuplicateIntegration(
+            f"environment {spec.environment_id} already has a primary {provider.value} integration"
+        )

@@ -1,0 +1,188 @@
+"""A sync attempt's life in the database: started under a lease, finished with its outcome.
+
+`start_run` and `finish_run` each run in their own short transaction around the
+connector's network work, so no row lock is held while the provider answers.
+The SyncRun row backs the per-integration lease: a run whose lease has lapsed
+was abandoned by a dead worker and is reaped, making the integration due again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.changes import Change, apply_trigger
+from models.db import as_uuid, lock_integration
+from models.errors import IntegrationNotFound
+from models.schema import Integration, SyncCursor, SyncRun
+from models.status import OUTCOME_TRIGGERS, SYNCING_STATUSES, SyncOutcome
+from models.time_rules import apply_time_rules
+
+# Error written on a run the reaper finds abandoned.
+REAPED_ERROR = "abandoned: the worker stopped renewing its lease (crashed or was killed)"
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What a finished attempt reports back; records were already stored page by page."""
+
+    outcome: SyncOutcome
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """A started run and the integration's state the connector needs, read under the lock."""
+
+    run_id: uuid.UUID
+    integration_id: uuid.UUID
+    provider: str
+    credentials_sealed: str | None
+    filters: dict[str, Any]
+    configurations: dict[str, Any]
+    cursors: dict[str, dict[str, Any]]
+    data_last_received_at: datetime | None
+    first_sync: bool
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Why a sync did not start."""
+
+    reason: str
+
+
+def start_run(
+    session: Session,
+    integration_id: uuid.UUID | str,
+    *,
+    task_id: str | None,
+    now: datetime,
+    lease: timedelta,
+) -> RunStart | Skip:
+    """Open a SyncRun for a syncing integration, unless another run holds its lease."""
+    try:
+        integration = lock_integration(session, integration_id)
+    except IntegrationNotFound:
+        return Skip("gone")
+    if integration.status_enum not in SYNCING_STATUSES:
+        return Skip(f"not syncing ({integration.status})")
+    holder = session.scalar(
+        select(SyncRun.id)
+        .where(SyncRun.integration_id == integration.id, SyncRun.finished_at.is_(None))
+        .where(SyncRun.lease_expires_at > now)
+        .limit(1)
+    )
+    if holder is not None:
+        return Skip(f"lease held by run {holder}")
+    run = SyncRun(
+        integration_id=integration.id,
+        task_id=task_id,
+        started_at=now,
+        lease_expires_at=now + lease,
+        first_sync=integration.first_sync_finished_at is None,
+    )
+    session.add(run)
+    session.flush()
+    cursors = session.execute(
+        select(SyncCursor.stream, SyncCursor.cursor).where(
+            SyncCursor.integration_id == integration.id
+        )
+    )
+    return RunStart(
+        run_id=run.id,
+        integration_id=integration.id,
+        provider=integration.provider,
+        credentials_sealed=integration.credentials_encrypted,
+        filters=dict(integration.filters or {}),
+        configurations=dict(integration.configurations or {}),
+        cursors={stream: dict(cursor) for stream, cursor in cursors},
+        data_last_received_at=integration.data_last_received_at,
+        first_sync=run.first_sync,
+    )
+
+
+def renew_lease(session: Session, run_id: uuid.UUID, *, until: datetime) -> bool:
+    """Extend a running run's lease; False if the run is finished or gone (stop working)."""
+    run = session.get(SyncRun, run_id)
+    if run is None or not run.running:
+        return False
+    run.lease_expires_at = until
+    return True
+
+
+def finish_run(
+    session: Session, run_id: uuid.UUID | str, report: SyncReport, *, now: datetime
+) -> Change | None:
+    """Close a run and apply its outcome to the lifecycle, all in the caller's transaction.
+
+    Idempotent: a run already finished (a redelivered task) changes nothing. A result for
+    an integration that left the syncing statuses is recorded but never moves it.
+    """
+    run = session.get(SyncRun, as_uuid(run_id))
+    if run is None or not run.running:
+        return None
+    integration = lock_integration(session, run.integration_id)
+    session.refresh(run, with_for_update=True)
+    if not run.running:  # finished by a concurrent delivery while we waited for the lock
+        return None
+    run.finished_at = now
+    run.lease_expires_at = None
+    run.outcome = report.outcome.value
+    run.warnings = list(report.warnings)
+    run.error = report.error
+    if run.records_received:
+        integration.data_last_received_at = now
+    change = _apply_outcome(session, integration, run, report.outcome, now=now)
+    run.status_after = integration.status
+    return change
+
+
+def _apply_outcome(
+    session: Session, integration: Integration, run: SyncRun, outcome: SyncOutcome, *, now: datetime
+) -> Change | None:
+    if integration.status_enum not in SYNCING_STATUSES:
+        run.applied = False  # a late result: recorded, never resurrects anything
+        return None
+    first = integration.first_sync_finished_at is None
+    if outcome is not SyncOutcome.AUTH_FAILED and first:
+        # The first sync is the first that got past authentication: QA judges the data.
+        integration.first_sync_finished_at = now
+    change = apply_trigger(
+        session,
+        integration,
+        OUTCOME_TRIGGERS[outcome],
+        now=now,
+        sync_run_id=run.id,
+        reason=run.error or ("; ".join(run.warnings) if run.warnings else None),
+        first_sync=first,
+    )
+    run.applied = True
+    escalated = apply_time_rules(session, integration, now=now)
+    return escalated or change
+
+
+def reap_abandoned(session: Session, *, now: datetime, limit: int = 500) -> list[uuid.UUID]:
+    """Close runs whose lease lapsed and make their integrations due again."""
+    runs = session.scalars(
+        select(SyncRun)
+        .where(SyncRun.finished_at.is_(None), SyncRun.lease_expires_at <= now)
+        .order_by(SyncRun.lease_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for run in runs:
+        run.finished_at = now
+        run.lease_expires_at = None
+        run.error = REAPED_ERROR
+        integration = session.get(Integration, run.integration_id)
+        if integration is not None and integration.status_enum in SYNCING_STATUSES:
+            integration.next_sync_at = now
+        run.status_after = integration.status if integration else None
+    return [run.integration_id for run in runs]
