@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.errors import IntegrationNotFound
-from models.schema import Integration
+from models.schema import Base, Integration
 
 # How long a SQLite writer waits for another's transaction before giving up; generous,
 # because BEGIN IMMEDIATE makes every writer queue for the one write lock.
@@ -92,3 +93,21 @@ def as_uuid(value: uuid.UUID | str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise IntegrationNotFound(value) from None
+
+
+def upsert(
+    session: Session,
+    table: type[Base],
+    rows: list[dict[str, Any]],
+    *,
+    keys: list[str],
+    refresh: list[str],
+) -> None:
+    """INSERT rows, updating `refresh` columns of those whose `keys` already exist."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys, set_={name: stmt.excluded[name] for name in refresh}
+    )
+    session.execute(stmt)

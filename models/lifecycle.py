@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, cast
 
 from transitions import EventData, Machine, MachineError
 
@@ -47,12 +48,16 @@ class Subject:
         return Status(self.state)
 
 
+def _subject(event: EventData) -> Subject:
+    return cast(Subject, event.model)
+
+
 # Guards: small named predicates over the subject and the event's keyword arguments
 # (`now`, and `first_sync` for sync results).
 
 
 def has_filters(event: EventData) -> bool:
-    subject: Subject = event.model
+    subject = _subject(event)
     return subject.has_filters
 
 
@@ -61,25 +66,25 @@ def first_sync(event: EventData) -> bool:
 
 
 def auth_failing_for_three_days(event: EventData) -> bool:
-    subject: Subject = event.model
+    subject = _subject(event)
     since = subject.auth_failing_since
     return since is not None and event.kwargs["now"] - since >= AUTH_ESCALATION_AFTER
 
 
 def in_development(event: EventData) -> bool:
-    subject: Subject = event.model
+    subject = _subject(event)
     return subject.environment_kind is EnvironmentKind.DEVELOPMENT
 
 
 def idle_for_two_weeks(event: EventData) -> bool:
-    subject: Subject = event.model
+    subject = _subject(event)
     last_seen = subject.last_api_request_at or subject.created_at
     return bool(event.kwargs["now"] - last_seen >= DEV_INACTIVITY_AFTER)
 
 
 def _row(
     trigger: Trigger,
-    source: Status | list[Status],
+    source: Status | Sequence[Status],
     dest: Status | None,
     *,
     conditions: tuple[Any, ...] = (),
@@ -138,11 +143,15 @@ def initial_status(*, filters_configured: bool) -> Status:
 
 def _track_auth_failing(event: EventData) -> None:
     """Set `auth_failing_since` on entering auth_failing, keep it while there, clear on leaving."""
-    subject: Subject = event.model
+    subject = _subject(event)
     if subject.state != Status.AUTH_FAILING:
         subject.auth_failing_since = None
-    elif event.transition.source != Status.AUTH_FAILING or subject.auth_failing_since is None:
+    elif _source(event) != Status.AUTH_FAILING or subject.auth_failing_since is None:
         subject.auth_failing_since = event.kwargs["now"]
+
+
+def _source(event: EventData) -> str | None:
+    return event.transition.source if event.transition else None
 
 
 class Lifecycle:

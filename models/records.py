@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from models.db import upsert
 from models.schema import SyncCursor, SyncedRecord, SyncRun
 
 
@@ -42,7 +42,7 @@ def store_page(
         for external_id, data in records
     }
     if rows:
-        _upsert(
+        upsert(
             session,
             SyncedRecord,
             list(rows.values()),
@@ -50,7 +50,7 @@ def store_page(
             refresh=["data", "updated_at"],
         )
     if cursor is not None:
-        _upsert(
+        upsert(
             session,
             SyncCursor,
             [
@@ -72,20 +72,3 @@ def store_page(
             .execution_options(synchronize_session=False)
         )
     return len(rows)
-
-
-def _upsert(
-    session: Session,
-    table: type[SyncedRecord] | type[SyncCursor],
-    rows: list[dict[str, Any]],
-    *,
-    keys: list[str],
-    refresh: list[str],
-) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=keys, set_={name: stmt.excluded[name] for name in refresh}
-    )
-    session.execute(stmt)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -47,6 +47,10 @@ NAMING_CONVENTION = {
 }
 
 
+# The syncing statuses as SQL, for the partial index of the due query.
+SYNCING_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(SYNCING_STATUSES)) + ")"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored in UTC and always returned timezone-aware.
 
@@ -69,7 +73,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
 
 
 class Environment(Base):
@@ -93,7 +101,15 @@ class Integration(Base):
     __tablename__ = "integrations"
     __table_args__ = (
         # The dispatch tick's due query: one provider's syncing integrations by next_sync_at.
-        Index("ix_integrations_due", "provider", "status", "next_sync_at"),
+        # Partial, so paused and deleted integrations cost the tick nothing and the index
+        # hands rows over already in next_sync_at order.
+        Index(
+            "ix_integrations_due",
+            "provider",
+            "next_sync_at",
+            sqlite_where=text(f"status IN {SYNCING_SQL}"),
+            postgresql_where=text(f"status IN {SYNCING_SQL}"),
+        ),
         # Identifiers are unique among an environment's integrations that are not deleted,
         # so a deleted identifier can be reused.
         Index(
@@ -184,6 +200,7 @@ class SyncRun(Base):
     __tablename__ = "sync_runs"
     __table_args__ = (
         Index("ix_sync_runs_integration_started", "integration_id", "started_at"),
+        Index("uq_sync_runs_delivery", "task_id", "attempt", unique=True),
         # The reaper and the status overview look only at runs still going.
         Index(
             "ix_sync_runs_running",
@@ -203,6 +220,9 @@ class SyncRun(Base):
     records_received: Mapped[int] = mapped_column(Integer, default=0)
     warnings: Mapped[list[Any]] = mapped_column(default=list)
     error: Mapped[str | None] = mapped_column(Text)
+    # Which delivery of the task this run belongs to: (task_id, attempt) is unique, so a
+    # redelivered message finds its run and does not sync twice; a retry is a new attempt.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
     first_sync: Mapped[bool] = mapped_column(Boolean, default=False)
     # Whether the result moved the lifecycle; False for a late result or a reaped run.
     applied: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -65,14 +65,23 @@ def start_run(
     task_id: str | None,
     now: datetime,
     lease: timedelta,
+    attempt: int = 0,
 ) -> RunStart | Skip:
-    """Open a SyncRun for a syncing integration, unless another run holds its lease."""
+    """Open a SyncRun for a syncing integration, unless another run holds its lease.
+
+    A task delivery that already has a run (the broker redelivered it after a worker died,
+    or published it twice) is skipped: each (task_id, attempt) syncs at most once.
+    """
     try:
         integration = lock_integration(session, integration_id)
     except IntegrationNotFound:
         return Skip("gone")
     if integration.status_enum not in SYNCING_STATUSES:
         return Skip(f"not syncing ({integration.status})")
+    if task_id is not None and session.scalar(
+        select(SyncRun.id).where(SyncRun.task_id == task_id, SyncRun.attempt == attempt)
+    ):
+        return Skip(f"delivery {task_id}#{attempt} already ran")
     holder = session.scalar(
         select(SyncRun.id)
         .where(SyncRun.integration_id == integration.id, SyncRun.finished_at.is_(None))
@@ -84,6 +93,7 @@ def start_run(
     run = SyncRun(
         integration_id=integration.id,
         task_id=task_id,
+        attempt=attempt,
         started_at=now,
         lease_expires_at=now + lease,
         first_sync=integration.first_sync_finished_at is None,
@@ -166,6 +176,16 @@ def _apply_outcome(
     run.applied = True
     escalated = apply_time_rules(session, integration, now=now)
     return escalated or change
+
+
+def close_for_retry(session: Session, run_id: uuid.UUID, error: str, *, now: datetime) -> None:
+    """End an attempt that hit a transient error; no outcome, the task retries later."""
+    run = session.get(SyncRun, run_id, with_for_update=True)
+    if run is None or not run.running:
+        return
+    run.finished_at = now
+    run.lease_expires_at = None
+    run.error = error
 
 
 def reap_abandoned(session: Session, *, now: datetime, limit: int = 500) -> list[uuid.UUID]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -73,7 +72,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("integrations", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_integrations_due", ["provider", "status", "next_sync_at"], unique=False
+            "ix_integrations_due",
+            ["provider", "next_sync_at"],
+            unique=False,
+            sqlite_where=sa.text(
+                "status IN ('active', 'auth_failing', 'sync_failing', 'sync_warnings')"
+            ),
+            postgresql_where=sa.text(
+                "status IN ('active', 'auth_failing', 'sync_failing', 'sync_warnings')"
+            ),
         )
         batch_op.create_index(
             "ix_integrations_environment_status", ["environment_id", "status"], unique=False
@@ -171,6 +178,7 @@ def upgrade() -> None:
         sa.Column("records_received", sa.Integer(), nullable=False),
         sa.Column("warnings", sa.JSON(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("first_sync", sa.Boolean(), nullable=False),
         sa.Column("applied", sa.Boolean(), nullable=False),
         sa.Column("status_after", sa.String(length=32), nullable=True),
@@ -192,6 +200,7 @@ def upgrade() -> None:
             sqlite_where=sa.text("finished_at IS NULL"),
             postgresql_where=sa.text("finished_at IS NULL"),
         )
+        batch_op.create_index("uq_sync_runs_delivery", ["task_id", "attempt"], unique=True)
 
     op.create_table(
         "synced_records",
@@ -221,6 +230,7 @@ def downgrade() -> None:
 
     op.drop_table("synced_records")
     with op.batch_alter_table("sync_runs", schema=None) as batch_op:
+        batch_op.drop_index("uq_sync_runs_delivery")
         batch_op.drop_index(
             "ix_sync_runs_running",
             sqlite_where=sa.text("finished_at IS NULL"),
@@ -255,7 +265,15 @@ def downgrade() -> None:
         )
         batch_op.drop_index(batch_op.f("ix_integrations_organization_id"))
         batch_op.drop_index("ix_integrations_environment_status")
-        batch_op.drop_index("ix_integrations_due")
+        batch_op.drop_index(
+            "ix_integrations_due",
+            sqlite_where=sa.text(
+                "status IN ('active', 'auth_failing', 'sync_failing', 'sync_warnings')"
+            ),
+            postgresql_where=sa.text(
+                "status IN ('active', 'auth_failing', 'sync_failing', 'sync_warnings')"
+            ),
+        )
 
     op.drop_table("integrations")
     op.drop_table("scheduler_marks")

@@ -1,0 +1,71 @@
+"""The beat schedule as data: one dispatch tick per provider, plus the maintenance sweeps.
+
+Built from the provider policies, never listed by hand, so a new provider or a
+changed queue needs no edit here. Task names are strings: the worker registers
+the tasks under these names, and the scheduler never imports Celery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+
+from models.status import Provider
+from scheduler.providers import ProviderPolicy
+
+DISPATCH_TASK: Final = "syncworker.dispatch"
+SYNC_TASK: Final = "syncworker.sync"
+ESCALATE_TASK: Final = "syncworker.sweep.auth_escalation"
+DEV_INACTIVITY_TASK: Final = "syncworker.sweep.dev_inactivity"
+REAP_TASK: Final = "syncworker.sweep.reap_abandoned"
+DELIVER_EVENTS_TASK: Final = "syncworker.events.deliver"
+
+# The queue for the scheduler's own short tasks (ticks, sweeps, event delivery), kept apart
+# from the provider queues so a backlog of syncs never delays a tick.
+CONTROL_QUEUE: Final = "syncworker.control"
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often the beat runs each kind of job."""
+
+    # A tick every 15 s keeps the dispatch lag well under a minute; an empty tick costs
+    # one index probe.
+    tick: timedelta = timedelta(seconds=15)
+    # The 72-hour rule is checked every 5 minutes: escalations land within 5 minutes of due.
+    auth_escalation: timedelta = timedelta(minutes=5)
+    # The 14-day rule has day-scale precision; hourly is plenty.
+    dev_inactivity: timedelta = timedelta(hours=1)
+    # Abandoned runs are found a minute after their lease lapses.
+    reap: timedelta = timedelta(minutes=1)
+    deliver_events: timedelta = timedelta(seconds=10)
+
+
+def build_schedule(
+    policies: Mapping[Provider, ProviderPolicy], cadence: Cadence | None = None
+) -> dict[str, dict[str, Any]]:
+    """Celery's `beat_schedule` mapping for these policies."""
+    cadence = cadence or Cadence()
+    # Each entry expires before the next run is due, so a beat that outran a stopped worker
+    # does not leave a pile of stale ticks to run back to back.
+    schedule: dict[str, dict[str, Any]] = {
+        f"dispatch-{provider.value}": _entry(DISPATCH_TASK, cadence.tick, provider.value)
+        for provider in policies
+    }
+    schedule["sweep-auth-escalation"] = _entry(ESCALATE_TASK, cadence.auth_escalation)
+    schedule["sweep-dev-inactivity"] = _entry(DEV_INACTIVITY_TASK, cadence.dev_inactivity)
+    schedule["sweep-reap-abandoned"] = _entry(REAP_TASK, cadence.reap)
+    schedule["deliver-events"] = _entry(DELIVER_EVENTS_TASK, cadence.deliver_events)
+    return schedule
+
+
+def _entry(task: str, every: timedelta, *args: Any) -> dict[str, Any]:
+    seconds = every.total_seconds()
+    return {
+        "task": task,
+        "schedule": seconds,
+        "args": args,
+        "options": {"queue": CONTROL_QUEUE, "expires": seconds},
+    }

@@ -1,0 +1,199 @@
+"""Per-integration sync leases: one integration never syncs twice at once.
+
+A lease is a Redis key (`SET NX PX`) holding the run's token, renewed while the
+sync runs by one background thread per process and released by compare-and-
+delete, so a lease outlives neither its worker nor its owner. The SyncRun row's
+`lease_expires_at` is renewed alongside: the reaper trusts the row, so a run
+whose worker died is found once the row's lease lapses. Without Redis (the
+embedded default: one process) an in-process table stands in for the key.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+import structlog
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.schema import SyncRun
+
+log = structlog.get_logger(__name__)
+
+KEY_PREFIX: Final = "syncworker:lease:"
+
+# Extend only if we still own the key; delete only if we still own it.
+_RENEW: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class LeaseStore(Protocol):
+    """Where leases live: Redis in production, a dict in one process."""
+
+    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool: ...
+    def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool: ...
+    def release(self, integration_id: str, token: str) -> None: ...
+
+
+class RedisLeaseStore:
+    """Leases as Redis keys, shared by every worker process on every machine."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool:
+        return bool(self._redis.set(KEY_PREFIX + integration_id, token, nx=True, px=ttl_ms))
+
+    def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool:
+        return bool(self._renew(keys=[KEY_PREFIX + integration_id], args=[token, ttl_ms]))
+
+    def release(self, integration_id: str, token: str) -> None:
+        self._release(keys=[KEY_PREFIX + integration_id], args=[token])
+
+
+class LocalLeaseStore:
+    """Leases in this process only; correct when one process runs every sync."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool:
+        with self._lock:
+            held = self._leases.get(integration_id)
+            if held and held[1] > self._monotonic():
+                return False
+            self._leases[integration_id] = (token, self._monotonic() + ttl_ms / 1000)
+            return True
+
+    def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool:
+        with self._lock:
+            held = self._leases.get(integration_id)
+            if not held or held[0] != token:
+                return False
+            self._leases[integration_id] = (token, self._monotonic() + ttl_ms / 1000)
+            return True
+
+    def release(self, integration_id: str, token: str) -> None:
+        with self._lock:
+            if self._leases.get(integration_id, ("",))[0] == token:
+                del self._leases[integration_id]
+
+
+@dataclass
+class _Held:
+    token: str
+    run_id: uuid.UUID | None = None
+
+
+class Leases:
+    """Takes, keeps and gives back sync leases; one renewal thread per process."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        sessions: sessionmaker[Session],
+        *,
+        ttl: timedelta,
+        app_ttl: timedelta,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._sessions = sessions
+        self._ttl_ms = int(ttl.total_seconds() * 1000)
+        self._app_ttl = app_ttl
+        self._now = now
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def app_ttl(self) -> timedelta:
+        """The lease's length on the app clock, as written to SyncRun rows."""
+        return self._app_ttl
+
+    def acquire(self, integration_id: str) -> str | None:
+        """Take the integration's lease; its token, or None if someone else holds it."""
+        token = uuid.uuid4().hex
+        if not self._store.acquire(integration_id, token, self._ttl_ms):
+            return None
+        with self._lock:
+            self._held[integration_id] = _Held(token)
+        self._ensure_renewer()
+        return token
+
+    def attach_run(self, integration_id: str, run_id: uuid.UUID) -> None:
+        """Renew this run's row along with the lease from now on."""
+        with self._lock:
+            held = self._held.get(integration_id)
+            if held is not None:
+                held.run_id = run_id
+
+    def release(self, integration_id: str, token: str) -> None:
+        with self._lock:
+            self._held.pop(integration_id, None)
+        try:
+            self._store.release(integration_id, token)
+        except RedisError as exc:  # the key expires on its own; nothing is lost
+            log.warning("lease.release_failed", integration_id=integration_id, error=str(exc))
+
+    def renew_all(self) -> int:
+        """Extend every lease this process holds, in the store and on the SyncRun rows."""
+        with self._lock:
+            held = {key: _Held(h.token, h.run_id) for key, h in self._held.items()}
+        for integration_id, lease in held.items():
+            if not self._store.renew(integration_id, lease.token, self._ttl_ms):
+                log.warning("lease.lost", integration_id=integration_id)
+        run_ids = [lease.run_id for lease in held.values() if lease.run_id is not None]
+        if run_ids:
+            with self._sessions() as session, session.begin():
+                session.execute(
+                    update(SyncRun)
+                    .where(SyncRun.id.in_(run_ids), SyncRun.finished_at.is_(None))
+                    .values(lease_expires_at=self._now() + self._app_ttl)
+                    .execution_options(synchronize_session=False)
+                )
+        return len(held)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _ensure_renewer(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(
+                target=self._renew_loop, name="lease-renewer", daemon=True
+            )
+            self._thread.start()
+
+    def _renew_loop(self) -> None:
+        interval = self._ttl_ms / 3000  # renew every third of the TTL: two renewals may fail
+        while not self._stop.wait(interval):
+            try:
+                self.renew_all()
+            except Exception as exc:  # noqa: BLE001 - the renewer must outlive a bad cycle
+                log.error("lease.renew_failed", error=str(exc), error_type=type(exc).__name__)

@@ -1,0 +1,31 @@
+"""Publishing sync tasks: the scheduler's `Publisher`, implemented with Celery."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+from celery import Celery
+
+from models.status import Provider
+from scheduler.beat import SYNC_TASK
+from scheduler.providers import ProviderPolicy
+
+
+class CeleryPublisher:
+    """Sends one sync task per integration id to its provider's queue, on one connection."""
+
+    def __init__(self, app: Celery, policies: Mapping[Provider, ProviderPolicy]) -> None:
+        self._app = app
+        self._policies = policies
+
+    def publish(self, policy: ProviderPolicy, integration_ids: Sequence[uuid.UUID]) -> None:
+        with self._app.producer_or_acquire() as producer:
+            for integration_id in integration_ids:
+                self._app.send_task(
+                    SYNC_TASK, args=(str(integration_id),), queue=policy.queue, producer=producer
+                )
+
+    def sync_now(self, provider: Provider, integration_id: uuid.UUID) -> None:
+        """Enqueue one sync at once (after filters, QA, credentials or reactivation)."""
+        self.publish(self._policies[provider], [integration_id])

@@ -1,0 +1,167 @@
+"""One sync of one integration, from lease to lifecycle, without Celery.
+
+The task hands over an id; this module takes the lease, opens the run, decrypts
+the credentials, runs the connector with a sink that commits page by page,
+and applies the outcome in one transaction. Each database step is its own short
+transaction, so no row lock is held while the provider answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.changes import Change
+from models.clock import Clock
+from models.credentials import Credentials, Keyring
+from models.errors import CredentialsError
+from models.records import store_page
+from models.status import Provider, SyncOutcome
+from models.sync_runs import RunStart, Skip, SyncReport, close_for_retry, finish_run, start_run
+from worker.connectors.base import Connector, Page, SyncContext, SyncResult, run_sync
+from worker.connectors.errors import TransientError
+from worker.lease import Leases
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncServices:
+    """The collaborators a sync needs, built once per process."""
+
+    sessions: sessionmaker[Session]
+    keyring: Keyring
+    clock: Clock
+    leases: Leases
+    connector_for: Callable[[Provider], Connector]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The sync did not run: the integration is gone, paused, busy or already synced."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The sync ran and its outcome was recorded (and applied, unless it arrived late)."""
+
+    run_id: uuid.UUID
+    result: SyncResult
+    change: Change | None
+
+
+class RetryLater(Exception):
+    """Raised when a transient failure should be retried by the task after `retry_after`."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PageStore:
+    """The sink connectors write to: every page and its cursor in one transaction."""
+
+    def __init__(self, services: SyncServices, start: RunStart) -> None:
+        self._services = services
+        self._start = start
+
+    def store(self, page: Page) -> None:
+        with self._services.sessions() as session, session.begin():
+            store_page(
+                session,
+                integration_id=self._start.integration_id,
+                run_id=self._start.run_id,
+                stream=page.stream,
+                records=page.records,
+                cursor=page.cursor,
+                now=self._services.clock.now(),
+            )
+
+
+def sync_integration(
+    services: SyncServices,
+    integration_id: str,
+    *,
+    task_id: str | None,
+    attempt: int = 0,
+    final_attempt: bool = True,
+) -> Skipped | Finished:
+    """Sync one integration once; raises RetryLater for a transient failure not yet final."""
+    token = services.leases.acquire(integration_id)
+    if token is None:
+        return Skipped("lease held by another sync")
+    try:
+        with services.sessions() as session, session.begin():
+            started = start_run(
+                session,
+                integration_id,
+                task_id=task_id,
+                attempt=attempt,
+                now=services.clock.now(),
+                lease=services.leases.app_ttl,
+            )
+        if isinstance(started, Skip):
+            return Skipped(started.reason)
+        services.leases.attach_run(integration_id, started.run_id)
+        return _run(services, started, final_attempt=final_attempt)
+    finally:
+        services.leases.release(integration_id, token)
+
+
+def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Finished:
+    log.info("sync.started", run_id=str(start.run_id), first_sync=start.first_sync)
+    try:
+        result = _fetch(services, start)
+    except TransientError as exc:
+        if not final_attempt:
+            with services.sessions() as session, session.begin():
+                close_for_retry(
+                    session, start.run_id, f"transient: {exc}", now=services.clock.now()
+                )
+            raise RetryLater(str(exc), exc.retry_after) from exc
+        result = SyncResult(SyncOutcome.FAILED, error=f"gave up after retries: {exc}")
+    report = SyncReport(result.outcome, tuple(result.warnings), result.error)
+    with services.sessions() as session, session.begin():
+        change = finish_run(session, start.run_id, report, now=services.clock.now())
+    log.info(
+        "sync.finished",
+        run_id=str(start.run_id),
+        outcome=result.outcome.value,
+        records=result.records,
+        warnings=len(result.warnings),
+        status=change.to_status.value if change else None,
+    )
+    return Finished(start.run_id, result, change)
+
+
+def _fetch(services: SyncServices, start: RunStart) -> SyncResult:
+    credentials = _credentials(services.keyring, start)
+    if isinstance(credentials, SyncResult):
+        return credentials
+    context = SyncContext(
+        integration_id=str(start.integration_id),
+        credentials=credentials,
+        filters=start.filters,
+        configurations=start.configurations,
+        cursors=start.cursors,
+        now=services.clock.now(),
+        data_last_received_at=start.data_last_received_at,
+    )
+    connector = services.connector_for(Provider(start.provider))
+    return run_sync(connector, context, PageStore(services, start))
+
+
+def _credentials(keyring: Keyring, start: RunStart) -> Credentials | SyncResult:
+    if start.credentials_sealed is None:
+        return SyncResult(SyncOutcome.AUTH_FAILED, error="no credentials are configured")
+    try:
+        return keyring.open(start.credentials_sealed)
+    except CredentialsError as exc:
+        # A key problem is ours, not the customer's: fail loudly, never blame their key.
+        return SyncResult(SyncOutcome.FAILED, error=f"credentials unusable: {exc}")

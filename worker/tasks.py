@@ -1,0 +1,125 @@
+"""The Celery tasks: thin wrappers that take ids, open one unit of work and hand over.
+
+Every rule lives below (`worker.sync`, `scheduler.dispatch`, `models.*`); a task
+only reads the runtime, calls one function, and turns a transient failure into
+a retry with backoff.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+from celery import Celery, Task
+
+from models.status import Provider, parse_enum
+from models.sync_runs import reap_abandoned
+from models.time_rules import deactivate_idle_development, escalate_auth_failures
+from scheduler.beat import (
+    DEV_INACTIVITY_TASK,
+    DISPATCH_TASK,
+    ESCALATE_TASK,
+    REAP_TASK,
+    SYNC_TASK,
+)
+from scheduler.dispatch import dispatch_tick
+from scheduler.marks import mark
+from worker.runtime import publisher_of, runtime_of, settings_of
+from worker.sync import Finished, RetryLater, sync_integration
+
+log = structlog.get_logger(__name__)
+
+# Rows one sweep transaction changes; sweeps loop until a batch comes back short.
+SWEEP_BATCH: Final = 500
+# First retry waits up to this many seconds, doubling per retry (full jitter).
+RETRY_BASE_S: Final = 15.0
+# A message that killed its worker this many times is dropped, not redelivered forever.
+MAX_DELIVERIES: Final = 3
+
+
+def retry_countdown(retries: int, retry_after: float | None, *, cap: float) -> float:
+    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+    jittered = random.uniform(0, RETRY_BASE_S * 2**retries)  # noqa: S311 - jitter, not cryptography
+    return min(cap, max(retry_after or 0.0, jittered))
+
+
+def register(app: Celery) -> None:
+    """Define the tasks on `app` under the names the beat schedule uses."""
+    settings = settings_of(app)
+
+    @app.task(name=SYNC_TASK, bind=True, max_retries=settings.max_retries, shared=False)
+    def sync(self: Task, integration_id: str) -> dict[str, Any]:
+        runtime = runtime_of(app)
+        if _too_many_deliveries(runtime.redis, self.request):
+            log.error("sync.dropped", reason="redelivered too often", task_id=self.request.id)
+            return {"skipped": "redelivered too often"}
+        retries = self.request.retries
+        try:
+            done = sync_integration(
+                runtime.sync_services,
+                integration_id,
+                task_id=self.request.id,
+                attempt=retries,
+                final_attempt=retries >= settings.max_retries,
+            )
+        except RetryLater as exc:
+            countdown = retry_countdown(retries, exc.retry_after, cap=settings.max_retry_delay_s)
+            log.info("sync.retrying", retries=retries, countdown_s=round(countdown, 1))
+            raise self.retry(countdown=countdown, exc=exc) from exc
+        if isinstance(done, Finished):
+            return {"run_id": str(done.run_id), "outcome": done.result.outcome.value}
+        log.info("sync.skipped", reason=done.reason)
+        return {"skipped": done.reason}
+
+    @app.task(name=DISPATCH_TASK, shared=False)
+    def dispatch(provider: str) -> dict[str, Any]:
+        runtime = runtime_of(app)
+        policy = settings.providers[parse_enum(Provider, provider, what="provider")]
+        report = dispatch_tick(runtime.sessions, publisher_of(app), policy, now=runtime.clock.now)
+        figures = {"dispatched": report.dispatched, "max_lag_s": round(report.max_lag_s, 3)}
+        with runtime.sessions() as session, session.begin():
+            mark(session, f"tick:{provider}", now=runtime.clock.now(), **figures)
+        if report.dispatched:
+            log.info("dispatch.tick", provider=provider, **figures)
+        return figures
+
+    @app.task(name=ESCALATE_TASK, shared=False)
+    def sweep_auth_escalation() -> int:
+        return _sweep(app, "sweep:auth_escalation", escalate_auth_failures)
+
+    @app.task(name=DEV_INACTIVITY_TASK, shared=False)
+    def sweep_dev_inactivity() -> int:
+        return _sweep(app, "sweep:dev_inactivity", deactivate_idle_development)
+
+    @app.task(name=REAP_TASK, shared=False)
+    def sweep_reap_abandoned() -> int:
+        return _sweep(app, "sweep:reap_abandoned", reap_abandoned)
+
+
+def _sweep(app: Celery, name: str, rule: Callable[..., list[Any]]) -> int:
+    """Run one sweep rule in batches until it finds nothing more, then mark it done."""
+    runtime = runtime_of(app)
+    total = 0
+    while True:
+        with runtime.sessions() as session, session.begin():
+            done = rule(session, now=runtime.clock.now(), limit=SWEEP_BATCH)
+        total += len(done)
+        if len(done) < SWEEP_BATCH:
+            break
+    with runtime.sessions() as session, session.begin():
+        mark(session, name, now=runtime.clock.now(), changed=total)
+    if total:
+        log.info("sweep.done", sweep=name, changed=total)
+    return total
+
+
+def _too_many_deliveries(redis: Any, request: Any) -> bool:
+    """Count deliveries of this message; True once it came back more than MAX_DELIVERIES."""
+    if redis is None or not (request.delivery_info or {}).get("redelivered"):
+        return False
+    key = f"syncworker:deliveries:{request.id}:{request.retries}"
+    count = int(redis.incr(key))
+    redis.expire(key, 86_400)
+    return count > MAX_DELIVERIES
