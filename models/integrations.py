@@ -109,11 +109,7 @@ def configure_filters(
     integration.filters = checked
     integration.updated_at = now
     if integration.status_enum is Status.SETUP:
-        change = apply_trigger(
-            session, integration, Trigger.CONFIGURE_FILTERS, now=now, actor=actor
-        )
-        assert change is not None  # the setup -> active row has no guard
-        return change
+        return _fire(session, integration, Trigger.CONFIGURE_FILTERS, now=now, actor=actor)
     return _unchanged(integration, Trigger.CONFIGURE_FILTERS)
 
 

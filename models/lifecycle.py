@@ -10,9 +10,9 @@ between calls, so threads may fire at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from collections.abc import Sequence
 from typing import Any, Final, cast
 
 from transitions import EventData, Machine, MachineError
