@@ -6,10 +6,11 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
 
 from models.credentials import verify_keyring
-from worker.runtime import runtime_of
+from worker.logs import configure_logging
+from worker.runtime import runtime_of, settings_of
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,12 @@ def connect(app: Celery) -> None:
     def unbind_task(**_: Any) -> None:
         structlog.contextvars.clear_contextvars()
 
+    def setup(**_: Any) -> None:
+        # Connecting this signal stops Celery from configuring logging its own way.
+        settings = settings_of(app)
+        configure_logging(settings.log_format, settings.log_level)
+
+    setup_logging.connect(setup, weak=False)
     worker_init.connect(check_start, weak=False)
     task_prerun.connect(bind_task, weak=False)
     task_postrun.connect(unbind_task, weak=False)

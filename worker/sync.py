@@ -115,6 +115,9 @@ def sync_integration(
 
 
 def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Finished:
+    structlog.contextvars.bind_contextvars(
+        integration_id=str(start.integration_id), provider=start.provider
+    )
     log.info("sync.started", run_id=str(start.run_id), first_sync=start.first_sync)
     try:
         result = _fetch(services, start)

@@ -1,0 +1,63 @@
+"""Running the system: `run` (worker and beat together) and `demo` (a guided tour)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import structlog
+from celery.beat import EmbeddedService
+
+from models import migrate
+from worker.celery import create_app
+from worker.cli.context import CliContext, pass_context
+from worker.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+def run_worker_and_beat(app: Any, runtime: Runtime, *, concurrency: int, loglevel: str) -> None:
+    """Start beat in a thread and a threads-pool worker on every queue, until interrupted."""
+    beat = EmbeddedService(app, thread=True)
+    beat.start()
+    queues = [q.name for q in app.conf.task_queues]
+    worker = app.Worker(
+        pool="threads", concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True
+    )
+    try:
+        worker.start()
+    finally:
+        beat.stop()
+        runtime.close()
+
+
+@click.command()
+@click.option(
+    "--concurrency", "-c", type=int, help="Sync threads (default SYNCWORKER_CONCURRENCY)."
+)
+@pass_context
+def run(cli: CliContext, concurrency: int | None) -> None:
+    """Run a worker and the beat in this process.
+
+    With no configuration this is the embedded default: a SQLite database and a SQLite
+    broker under ./.syncworker, migrated on start. In production run `celery -A worker
+    worker` and `celery -A worker beat` as separate processes instead (see the README).
+    """
+    settings, runtime = cli.settings, cli.runtime
+    if settings.embedded:
+        migrate.upgrade(runtime.engine)
+    app = create_app(settings, runtime=runtime)
+    log.info(
+        "run.starting",
+        database=runtime.engine.url.render_as_string(hide_password=True),
+        embedded=settings.embedded,
+    )
+    run_worker_and_beat(
+        app,
+        runtime,
+        concurrency=concurrency or settings.worker_concurrency,
+        loglevel=settings.log_level,
+    )
+
+
+COMMANDS = (run,)
