@@ -1,0 +1,329 @@
+"""A base for fakes of provider APIs: a real HTTP/1.1 server on loopback.
+
+Connectors under test (and the demo) point their base URL at `fake.url` and go
+through the real HTTP layer. Each fake routes by method and path, logs every
+request with its secrets redacted, and shares one failure script:
+
+    with FakeStripe() as fake:
+        fake.fail_next(1, status=500)           # next request gets a 500
+        fake.rate_limit_next(2, retry_after=1)  # then two 429s with Retry-After
+        fake.malformed_next(1, path="/v1/charges")
+        fake.revoke("sk_test_x")                # that key gets 401 from now on
+
+Adding a provider's fake is a subclass that registers routes and, where the
+provider differs, overrides `credential_of`, `auth_error` and `error_response`:
+
+    class FakeAcme(FakeServer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.route("GET", "/v1/things/{thing_id}", self._thing)
+
+        def _thing(self, request: Request) -> Response:
+            return Response.json({"id": request.path_params["thing_id"]})
+
+Only the standard library and project code may be imported here: the fakes
+ship with the distribution for the demo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
+
+REDACTED = "[redacted]"
+# Enough backlog for a benchmark's burst of concurrent connections.
+REQUEST_QUEUE_SIZE = 1024
+# Idle keep-alive connections are dropped after this: longer than any test, so a client
+# never races the fake closing a pooled connection. Closing the client ends them sooner.
+IDLE_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request as a route handler sees it (header names lower-case)."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]  # last value wins for a repeated name
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = b""
+    path_params: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def bearer_token(self) -> str | None:
+        scheme, _, token = self.headers.get("authorization", "").partition(" ")
+        return token if scheme.lower() == "bearer" and token else None
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+    def form(self) -> dict[str, str]:
+        return dict(parse_qsl(self.body.decode()))
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a route (or the failure script) answers."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(
+        cls, payload: Any, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        body = json.dumps(payload).encode()
+        return cls(status, body, {"Content-Type": "application/json", **(headers or {})})
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass
+class _Scripted:
+    remaining: int
+    path: str | None
+    respond: Callable[[Request], Response] | None = None
+    transform: Callable[[Response], Response] | None = None
+
+
+class FakeServer:
+    """A provider API on 127.0.0.1:<ephemeral port>, run in a daemon thread."""
+
+    secret_headers: frozenset[str] = frozenset({"authorization", "cookie", "x-api-key"})
+    secret_params: frozenset[str] = frozenset()
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._lock = threading.Lock()
+        self._script: list[_Scripted] = []
+        self._revoked: set[str] = set()
+        self._latency = 0.0
+        self._log: list[Request] = []  # secrets replaced, bodies left out
+        self.errors: list[BaseException] = []  # exceptions raised by route handlers
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def route(self, method: str, template: str, handler: Handler) -> None:
+        """Serve `method template`, overriding earlier routes; `{name}` goes to `path_params`."""
+        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
+        self._routes.insert(0, (method.upper(), re.compile(f"^{pattern}$"), handler))
+
+    def credential_of(self, request: Request) -> str | None:
+        """The credential a request carries, checked against `revoke`d ones."""
+        return request.bearer_token
+
+    def auth_error(self, request: Request) -> Response:
+        """The provider's answer to a missing, unknown or revoked credential."""
+        return self.error_response(401, "unauthorized")
+
+    def error_response(self, status: int, message: str) -> Response:
+        """The provider's error body for `status`."""
+        return Response.json({"error": message}, status=status)
+
+    def fail_next(self, count: int = 1, status: int = 500, *, path: str | None = None) -> None:
+        """Answer the next `count` requests (to `path`, if given) with `status`."""
+        self._add(_Scripted(count, path, respond=lambda _: self.error_response(status, "fail")))
+
+    def rate_limit_next(
+        self,
+        count: int = 1,
+        retry_after: float | str | None = 1,
+        *,
+        path: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Answer with 429; `retry_after` is seconds, an HTTP-date string, or None for none."""
+        extra = dict(headers or {})
+        if retry_after is not None:
+            extra["Retry-After"] = str(retry_after)
+
+        def respond(_: Request) -> Response:
+            error = self.error_response(429, "rate limited")
+            return Response(429, error.body, {**error.headers, **extra})
+
+        self._add(_Scripted(count, path, respond=respond))
+
+    def malformed_next(self, count: int = 1, *, path: str | None = None) -> None:
+        """Answer 200 with a body that is not valid JSON."""
+        broken = Response(200, b'{"data": [', {"Content-Type": "application/json"})
+        self._add(_Scripted(count, path, respond=lambda _: broken))
+
+    def drop_field_next(
+        self, count: int, field_name: str, *, path: str | None = None, index: int | None = None
+    ) -> None:
+        """Remove a field from the objects in the response's top-level lists (partial data)."""
+        self._add(_Scripted(count, path, transform=lambda r: _drop(r, field_name, index)))
+
+    def revoke(self, credential: str) -> None:
+        """Answer every later request carrying this credential with `auth_error`."""
+        with self._lock:
+            self._revoked.add(credential)
+
+    def latency(self, seconds: float) -> None:
+        """Delay every answer by `seconds` (benchmarks, timeouts)."""
+        with self._lock:
+            self._latency = seconds
+
+    def _add(self, scripted: _Scripted) -> None:
+        with self._lock:
+            self._script.append(scripted)
+
+    def _take(self, path: str) -> _Scripted | None:
+        with self._lock:
+            for scripted in self._script:
+                if scripted.remaining > 0 and scripted.path in (None, path):
+                    scripted.remaining -= 1
+                    return scripted
+        return None
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every request so far, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    def requests_to(self, path: str) -> list[Request]:
+        return [logged for logged in self.requests if logged.path == path]
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def handle(self, request: Request) -> Response:
+        """Answer one request: latency, then the script, revocation, and the route."""
+        with self._lock:
+            self._log.append(self._redacted(request))
+            delay = self._latency
+        if delay:
+            self._stopping.wait(delay)
+        scripted = self._take(request.path)
+        if scripted is not None and scripted.respond is not None:
+            return scripted.respond(request)
+        credential = self.credential_of(request)
+        with self._lock:
+            revoked = credential is not None and credential in self._revoked
+        response = self.auth_error(request) if revoked else self._dispatch(request)
+        if scripted is not None and scripted.transform is not None:
+            response = scripted.transform(response)
+        return response
+
+    def _dispatch(self, request: Request) -> Response:
+        for method, pattern, handler in self._routes:
+            match = pattern.match(request.path)
+            if match and method == request.method:
+                params = {**request.path_params, **match.groupdict()}
+                return handler(replace(request, path_params=params))
+        return self.error_response(404, f"no route for {request.method} {request.path}")
+
+    def _redacted(self, request: Request) -> Request:
+        secret_headers, secret_params = self.secret_headers, self.secret_params
+        headers = {k: REDACTED if k in secret_headers else v for k, v in request.headers.items()}
+        query = {k: REDACTED if k in secret_params else v for k, v in request.query.items()}
+        return replace(request, query=query, headers=headers, body=b"")
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the fake server is not running; use it as a context manager")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _RequestHandler)
+        self._httpd.fake = self
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._httpd, self._thread = None, None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        if kind is None and self.errors:
+            raise AssertionError(f"the fake's handlers raised: {self.errors!r}")
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = REQUEST_QUEUE_SIZE
+    fake: FakeServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore clients that hung up (timeouts in tests); anything else is a real error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so a client's pool is exercised
+    disable_nagle_algorithm = True  # headers and body go out as separate small writes
+    timeout = IDLE_TIMEOUT
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log; the fake keeps its own."""
+
+    def _serve(self) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        request = Request(
+            method=self.command,
+            path=url.path,
+            query=dict(parse_qsl(url.query, keep_blank_values=True)),
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=self.rfile.read(length) if length else b"",
+        )
+        fake = self.server.fake
+        try:
+            response = fake.handle(request)
+        except Exception as exc:  # noqa: BLE001 - a fake's bug: reported to the test, answered 599
+            fake.errors.append(exc)
+            response = Response(599, repr(exc).encode())
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        self.wfile.write(response.body)
+
+
+def _drop(response: Response, field_name: str, index: int | None) -> Response:
+    payload = json.loads(response.body)
+    for value in payload.values() if isinstance(payload, dict) else ():
+        items = value if isinstance(value, list) else []
+        chosen = items if index is None else items[index : index + 1]
+        for item in chosen:
+            if isinstance(item, dict):
+                item.pop(field_name, None)
+    return Response(response.status, json.dumps(payload).encode(), response.headers)

@@ -1,0 +1,149 @@
+"""A fake of Stripe's list API (customers, subscriptions, invoices, charges).
+
+Each secret key owns a deterministic dataset: ids like `cus_000001`, `created`
+one minute apart from `START`, so a later object is always newer. Lists behave
+as Stripe documents them: newest first, `limit` (1-100, default 10),
+`starting_after`, `has_more`, `created[gte]`; subscriptions leave out
+`canceled` ones unless `status=all`. An unknown or revoked key gets Stripe's 401
+body, which, like Stripe's, echoes a masked key.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+from typing import Any
+
+from tests.fakes.server import FakeServer, Request, Response
+
+START = 1_700_000_000  # a fixed epoch, so generated data is the same on every run
+SPACING = 60  # seconds between consecutive objects of one kind
+MAX_LIMIT = 100  # Stripe's documented maximum page size
+DEFAULT_LIMIT = 10
+PREFIXES = {"customers": "cus", "subscriptions": "sub", "invoices": "in", "charges": "ch"}
+OBJECT_NAMES = {
+    "customers": "customer",
+    "subscriptions": "subscription",
+    "invoices": "invoice",
+    "charges": "charge",
+}
+CANCELED_EVERY = 5  # every fifth subscription is canceled, hidden without status=all
+
+Dataset = dict[str, list[dict[str, Any]]]
+
+
+class FakeStripe(FakeServer):
+    """Stripe's `/v1/<objects>` list endpoints over per-key datasets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._accounts: dict[str, Dataset] = {}
+        self._data_lock = threading.Lock()
+        for kind in PREFIXES:
+            self.route("GET", f"/v1/{kind}", partial(self._list, kind))
+
+    def add_account(
+        self,
+        secret_key: str,
+        *,
+        customers: int = 0,
+        subscriptions: int = 0,
+        invoices: int = 0,
+        charges: int = 0,
+    ) -> None:
+        """Create the dataset for a key (replacing any earlier one)."""
+        with self._data_lock:
+            self._accounts[secret_key] = {kind: [] for kind in PREFIXES}
+        counts = {
+            "customers": customers,
+            "subscriptions": subscriptions,
+            "invoices": invoices,
+            "charges": charges,
+        }
+        for kind, count in counts.items():
+            self.add_objects(secret_key, kind, count)
+
+    def add_objects(self, secret_key: str, kind: str, count: int) -> list[str]:
+        """Append `count` new (newer) objects of `kind`; returns their ids."""
+        with self._data_lock:
+            objects = self._accounts[secret_key][kind]
+            made = [_make(kind, len(objects) + n + 1) for n in range(count)]
+            objects.extend(made)
+        return [obj["id"] for obj in made]
+
+    def objects(self, secret_key: str, kind: str) -> list[dict[str, Any]]:
+        """Every object of `kind` for the key, oldest first."""
+        with self._data_lock:
+            return [dict(obj) for obj in self._accounts[secret_key][kind]]
+
+    def auth_error(self, request: Request) -> Response:
+        key = request.bearer_token or ""
+        masked = f"{key[:8]}****{key[-4:]}" if key else "(none)"
+        body = {
+            "error": {
+                "type": "invalid_request_error",
+                "message": f"Invalid API Key provided: {masked}",
+            }
+        }
+        return Response.json(body, status=401)
+
+    def error_response(self, status: int, message: str) -> Response:
+        kind = "api_error" if status >= 500 else "invalid_request_error"
+        code = "rate_limit" if status == 429 else None
+        return Response.json({"error": {"type": kind, "code": code, "message": message}}, status)
+
+    def _list(self, kind: str, request: Request) -> Response:
+        with self._data_lock:
+            dataset = self._accounts.get(request.bearer_token or "")
+            objects = list(dataset[kind]) if dataset is not None else None
+        if objects is None:
+            return self.auth_error(request)
+        try:
+            limit = int(request.query.get("limit", DEFAULT_LIMIT))
+            gte = int(request.query.get("created[gte]", 0))
+        except ValueError:
+            return self.error_response(400, "limit and created[gte] must be integers")
+        if not 1 <= limit <= MAX_LIMIT:
+            return self.error_response(400, f"limit must be between 1 and {MAX_LIMIT}")
+        if kind == "subscriptions" and request.query.get("status") != "all":
+            objects = [obj for obj in objects if obj["status"] != "canceled"]
+        newest_first = sorted(
+            (obj for obj in objects if obj["created"] >= gte),
+            key=lambda obj: (obj["created"], obj["id"]),
+            reverse=True,
+        )
+        start = 0
+        if after := request.query.get("starting_after"):
+            ids = [obj["id"] for obj in newest_first]
+            if after not in ids:
+                return self.error_response(400, f"No such {OBJECT_NAMES[kind]}: '{after}'")
+            start = ids.index(after) + 1
+        page = newest_first[start : start + limit]
+        body = {
+            "object": "list",
+            "data": page,
+            "url": f"/v1/{kind}",
+            "has_more": start + limit < len(newest_first),
+        }
+        return Response.json(body)
+
+
+def _make(kind: str, number: int) -> dict[str, Any]:
+    """The `number`th object of `kind`: the same on every run."""
+    obj: dict[str, Any] = {
+        "id": f"{PREFIXES[kind]}_{number:06d}",
+        "object": OBJECT_NAMES[kind],
+        "created": START + number * SPACING,
+        "livemode": False,
+    }
+    customer = f"cus_{number:06d}"
+    if kind == "customers":
+        obj["email"] = f"customer{number}@example.com"
+    elif kind == "subscriptions":
+        canceled = number % CANCELED_EVERY == 0
+        obj.update(customer=customer, status="canceled" if canceled else "active", currency="usd")
+    elif kind == "invoices":
+        obj.update(customer=customer, status="paid", amount_due=1000 + number, currency="usd")
+    else:
+        obj.update(customer=customer, status="succeeded", amount=1000 + number, currency="usd")
+    return obj

@@ -1,0 +1,182 @@
+"""The connector interface: what a sync gives a connector and what it gets back.
+
+A connector pages through a provider's API and hands every page to a
+`PageSink`, which commits the page's records and the stream's new cursor in one
+transaction. The cursor therefore only advances once a page is stored: a crash
+between pages resumes from the stored cursor, and records are upserted by
+external id downstream, so nothing is lost or duplicated.
+
+Stream-level failures (`sync_streams`): a connector syncs several streams
+(Stripe's customers, subscriptions, ...). `AuthFailed` and `TransientError`
+abort the whole sync, because they concern the account or the moment, not a
+stream. A `ProviderError` (a malformed answer, a rejected request) on one
+stream skips that stream with a warning while the others carry on, giving
+`succeeded_with_warnings`; if every stream fails that way the sync `failed`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, ClassVar, Protocol
+
+import structlog
+
+from models.errors import InvalidCredentials
+from models.status import Provider, SyncOutcome
+from worker.connectors.errors import AuthFailed, ConnectorError, ProviderError, TransientError
+from worker.connectors.http import HttpOptions, ProviderClient
+
+log = structlog.get_logger(__name__)
+
+Record = tuple[str, dict[str, Any]]  # (external_id, data)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of one stream, stored atomically with the cursor that follows it."""
+
+    stream: str  # object kind, e.g. "customers", "subscriptions"
+    records: tuple[Record, ...]
+    cursor: dict[str, Any] | None  # the stream's cursor AFTER this page (None = unchanged)
+
+
+@dataclass(frozen=True)
+class SyncContext:
+    """What one sync of one integration starts from."""
+
+    integration_id: str
+    credentials: Mapping[str, str] = field(repr=False)  # decrypted: never log it
+    filters: Mapping[str, Any]
+    configurations: Mapping[str, Any]
+    cursors: Mapping[str, Mapping[str, Any]]  # stream -> cursor stored by previous runs
+    now: datetime  # from the app clock
+    data_last_received_at: datetime | None
+
+
+class PageSink(Protocol):
+    """Where a connector hands its pages."""
+
+    def store(self, page: Page) -> None:
+        """Commit the page's records and its cursor in one transaction."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """How one sync ended, for the lifecycle."""
+
+    outcome: SyncOutcome
+    records: int = 0
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+
+
+class Connector(Protocol):
+    """A provider's connector, as the sync task sees it."""
+
+    provider: Provider
+    required_credentials: tuple[str, ...]
+
+    def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        """The credentials to store, or `InvalidCredentials` naming the field (never a value)."""
+
+    def sync(self, ctx: SyncContext, sink: PageSink) -> SyncResult:
+        """Fetch what changed since `ctx.cursors`, storing each page in `sink`."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class HttpConnector(ABC):
+    """The shared part of connectors that speak HTTP: one pooled client per instance."""
+
+    provider: Provider
+    required_credentials: tuple[str, ...]
+    default_base_url: ClassVar[str]
+
+    def __init__(self, *, base_url: str | None = None, http: HttpOptions | None = None) -> None:
+        self.client = self.make_client(base_url or self.default_base_url, http or HttpOptions())
+
+    def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
+        """The client for this provider; override to add an error-detail or rate-limit hook."""
+        return ProviderClient(base_url, options=options)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> HttpConnector:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def credential(raw: Mapping[str, Any], name: str, *, provider: Provider) -> str:
+    """A required non-empty text credential, or `InvalidCredentials` naming it."""
+    value = raw.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidCredentials(f"{provider} credentials: {name} is required (non-empty text)")
+    return value
+
+
+def reject_unknown(raw: Mapping[str, Any], known: Sequence[str], *, provider: Provider) -> None:
+    """Raise `InvalidCredentials` naming the first field the provider does not use."""
+    for name in raw:
+        if name not in known:
+            raise InvalidCredentials(f"{provider} credentials: unexpected field {name!r}")
+
+
+@dataclass
+class SyncTally:
+    """What one run has stored and noticed so far (mutable, local to one sync)."""
+
+    records: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def store(self, sink: PageSink, page: Page) -> None:
+        """Hand the page to the sink and count its records once stored."""
+        sink.store(page)
+        self.records += len(page.records)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def sync_streams(
+    streams: Sequence[str], sync_stream: Callable[[str, SyncTally], None]
+) -> SyncResult:
+    """Sync each stream in turn; a `ProviderError` in one becomes a warning naming it."""
+    tally = SyncTally()
+    failures: list[str] = []
+    for stream in streams:
+        try:
+            sync_stream(stream, tally)
+        except ProviderError as exc:
+            log.warning("sync.stream_failed", stream=stream, error=str(exc))
+            failures.append(f"{stream}: {exc}")
+    if streams and len(failures) == len(streams):
+        return SyncResult(SyncOutcome.FAILED, tally.records, (), "; ".join(failures))
+    warnings = (*tally.warnings, *failures)
+    outcome = SyncOutcome.SUCCEEDED_WITH_WARNINGS if warnings else SyncOutcome.SUCCEEDED
+    return SyncResult(outcome, tally.records, warnings)
+
+
+def run_sync(connector: Connector, ctx: SyncContext, sink: PageSink) -> SyncResult:
+    """Run a sync, turning its errors into outcomes; `TransientError` propagates for a retry.
+
+    Unusable stored credentials (`InvalidCredentials`) count as `auth_failed`: asking
+    again will not help, new credentials will.
+    """
+    try:
+        return connector.sync(ctx, sink)
+    except TransientError:
+        raise
+    except (AuthFailed, InvalidCredentials) as exc:
+        return SyncResult(SyncOutcome.AUTH_FAILED, error=str(exc))
+    except ConnectorError as exc:
+        return SyncResult(SyncOutcome.FAILED, error=str(exc))

@@ -1,0 +1,324 @@
+"""The one HTTP layer every connector speaks through: pooling, retries, error classification.
+
+A connector owns one `ProviderClient` (one `httpx.Client`, so one connection
+pool, per connector instance) and, per sync, binds the integration's
+credentials with `ProviderClient.authorized(...)`, which returns a
+`ProviderSession` with `get_json`, `get_bytes`, `post_form` and `post_json`.
+
+Classification happens here and nowhere else:
+
+- 2xx: returned (JSON decoded by the `*_json` calls, else `MalformedResponse`).
+- 401/403: `AuthFailed`, at once.
+- timeouts, connection errors, 408, 429, 5xx: retried with exponential backoff
+  and full jitter, honouring `Retry-After` (seconds or HTTP-date) and, for 429,
+  the provider's rate-limit headers; after `RetryPolicy.attempts` tries, or as
+  soon as the server asks for a wait longer than `RetryPolicy.max_delay`,
+  `TransientError(retry_after=...)` goes to the task, which retries later.
+- any other status: `RequestRejected`.
+
+Messages name `METHOD /path` only: never the query string, a header or the
+provider's free-text message, so secrets cannot leak into them.
+"""
+
+from __future__ import annotations
+
+import random as _random
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, NamedTuple, TypeVar
+
+import httpx
+import structlog
+
+from worker.connectors.errors import AuthFailed, MalformedResponse, RequestRejected, TransientError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# Reads a provider's rate-limit headers: seconds to wait before the next call, or None.
+RateLimitHook = Callable[[httpx.Response, float], "float | None"]
+# Extracts a safe, short detail (an error type or code, never free text) from an error body.
+ErrorDetail = Callable[[httpx.Response], "str | None"]
+
+# Reset values above this are epoch seconds; as a delta it would be thirty years.
+EPOCH_THRESHOLD = 1_000_000_000
+JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long the client retries transient failures in-process."""
+
+    attempts: int = 3  # a few tries absorb blips; longer outages go back to the task's retry
+    base_delay: float = 0.5  # the first backoff ceiling, doubled per retry
+    max_delay: float = 5.0  # never block a worker longer than this per wait
+
+    def backoff(self, retry: int, random: Callable[[], float]) -> float:
+        """Full jitter: a uniform wait below the capped exponential ceiling for this retry."""
+        return random() * min(self.max_delay, self.base_delay * 2.0**retry)
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """Everything about the HTTP layer a deployment or a test may change."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float = 15.0  # connect/read seconds; far below the sync task's time limit
+    max_connections: int = 20  # per connector instance, i.e. per worker process and provider
+    sleep: Callable[[float], None] = time.sleep
+    random: Callable[[], float] = _random.random
+    wall_clock: Callable[[], float] = time.time  # epoch seconds, for HTTP-dates and resets
+    transport: httpx.BaseTransport | None = None
+
+
+class HeaderAuth(httpx.Auth):
+    """Headers computed per request (signed JWTs, HMAC signatures), with a repr hiding them."""
+
+    def __init__(self, headers: Callable[[httpx.Request], Mapping[str, str]]) -> None:
+        self._headers = headers
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.update(self._headers(request))
+        yield request
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<redacted>)"
+
+
+class BearerAuth(HeaderAuth):
+    """`Authorization: Bearer <token>`."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(lambda _: {"Authorization": f"Bearer {token}"})
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delta seconds or an HTTP-date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def rate_limit_wait(response: httpx.Response, now: float) -> float | None:
+    """Seconds until reset when `RateLimit-*` or `X-RateLimit-*` headers say none is left."""
+    for prefix in ("ratelimit-", "x-ratelimit-"):
+        remaining = _number(response.headers.get(prefix + "remaining"))
+        if remaining is None:
+            continue
+        reset = _number(response.headers.get(prefix + "reset"))
+        if remaining > 0 or reset is None:
+            return None
+        return max(0.0, reset - now) if reset > EPOCH_THRESHOLD else reset
+    return None
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def require(payload: Any, key: str, kind: type[T], *, endpoint: str) -> T:
+    """The value at `key` of a JSON object, or `MalformedResponse` naming endpoint and key."""
+    if not isinstance(payload, dict):
+        raise MalformedResponse(f"{endpoint}: expected an object, got {json_type(payload)}")
+    if key not in payload:
+        raise MalformedResponse(f"{endpoint}: missing key {key!r}")
+    value = payload[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        expected = JSON_TYPES.get(kind, kind.__name__)
+        raise MalformedResponse(
+            f"{endpoint}: key {key!r} should be {expected}, got {json_type(value)}"
+        )
+    return value
+
+
+def json_type(value: object) -> str:
+    """How a decoded JSON value's type reads in an error message."""
+    return JSON_TYPES.get(type(value), type(value).__name__)
+
+
+class _Failure(NamedTuple):
+    reason: str
+    retry_after: float | None
+    cause: BaseException | None = None
+
+
+class ProviderClient:
+    """One provider's connection pool, retry policy and error classification."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        options: HttpOptions | None = None,
+        headers: Mapping[str, str] | None = None,
+        rate_limit: RateLimitHook = rate_limit_wait,
+        error_detail: ErrorDetail | None = None,
+    ) -> None:
+        """`error_detail` None: no detail, error bodies are not trusted to be secret-free."""
+        self.options = options or HttpOptions()
+        self.rate_limit = rate_limit
+        self._error_detail = error_detail
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(self.options.timeout),
+            limits=httpx.Limits(
+                max_connections=self.options.max_connections,
+                max_keepalive_connections=self.options.max_connections,
+            ),
+            transport=self.options.transport,
+            follow_redirects=False,
+        )
+
+    def authorized(
+        self, auth: httpx.Auth | None = None, headers: Mapping[str, str] | None = None
+    ) -> ProviderSession:
+        """A view of this client that sends one integration's credentials; shares the pool."""
+        return ProviderSession(self, auth, dict(headers or {}))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: httpx.Auth | None = None,
+        headers: Mapping[str, str] | None = None,
+        **content: Any,
+    ) -> httpx.Response:
+        """Send one call, retrying transient failures; a 2xx response or an exception."""
+        endpoint = f"{method} {path}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(
+                    method, path, auth=auth or httpx.USE_CLIENT_DEFAULT, headers=headers, **content
+                )
+            except httpx.TransportError as exc:  # connection refused/reset, every timeout
+                failure = _Failure(type(exc).__name__, None, exc)
+            else:
+                found = self._classify(endpoint, response)
+                if found is None:
+                    return response
+                failure = found
+            self._wait_or_give_up(endpoint, failure, attempt)
+
+    def _classify(self, endpoint: str, response: httpx.Response) -> _Failure | None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return None
+        detail = self._error_detail(response) if self._error_detail else None
+        reason = f"{status} {response.reason_phrase}" + (f" ({detail})" if detail else "")
+        if status in (401, 403):
+            raise AuthFailed(f"{endpoint}: {reason}")
+        if status in (408, 429) or status >= 500:
+            return _Failure(reason, self._retry_after(response))
+        raise RequestRejected(f"{endpoint}: {reason}", status=status)
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        now = self.options.wall_clock()
+        asked = parse_retry_after(response.headers.get("retry-after"), now)
+        if asked is None and response.status_code == 429:
+            asked = self.rate_limit(response, now)
+        return asked
+
+    def _wait_or_give_up(self, endpoint: str, failure: _Failure, attempt: int) -> None:
+        policy = self.options.retry
+        wait = failure.retry_after
+        if wait is None:
+            wait = policy.backoff(attempt - 1, self.options.random)
+        # A server asking for more than the cap is better served by the task's own retry.
+        if attempt >= policy.attempts or wait > policy.max_delay:
+            raise TransientError(
+                f"{endpoint}: {failure.reason} (gave up after {attempt} attempts)",
+                retry_after=failure.retry_after,
+            ) from failure.cause
+        log.warning(
+            "http.retry", endpoint=endpoint, reason=failure.reason, attempt=attempt, delay=wait
+        )
+        self.options.sleep(wait)
+
+    def close(self) -> None:
+        """Close the pool's connections."""
+        self._http.close()
+
+    def __enter__(self) -> ProviderClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass
+class ProviderSession:
+    """Calls made with one integration's credentials, paced by the provider's rate limits."""
+
+    _client: ProviderClient
+    _auth: httpx.Auth | None = field(repr=False)
+    _headers: dict[str, str] = field(repr=False)
+    _pause: float = 0.0
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET a JSON document."""
+        return _decode(self.send("GET", path, params=params), f"GET {path}")
+
+    def get_bytes(self, path: str, params: Mapping[str, Any] | None = None) -> bytes:
+        """GET a non-JSON body (a gzip report, a CSV) as raw bytes."""
+        return self.send("GET", path, params=params).content
+
+    def post_form(self, path: str, data: Mapping[str, str]) -> Any:
+        """POST a form (OAuth token exchanges) and decode the JSON answer."""
+        return _decode(self.send("POST", path, data=data), f"POST {path}")
+
+    def post_json(self, path: str, body: Any) -> Any:
+        """POST a JSON body and decode the JSON answer."""
+        return _decode(self.send("POST", path, json=body), f"POST {path}")
+
+    def send(self, method: str, path: str, **content: Any) -> httpx.Response:
+        """One call, first waiting out a budget the previous answer said was spent."""
+        options = self._client.options
+        if self._pause > 0:
+            options.sleep(self._pause)
+            self._pause = 0.0
+        response = self._client.request(
+            method, path, auth=self._auth, headers=self._headers, **content
+        )
+        wait = self._client.rate_limit(response, options.wall_clock())
+        if wait:
+            self._pause = min(wait, options.retry.max_delay)
+        return response
+
+
+def _decode(response: httpx.Response, endpoint: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise MalformedResponse(f"{endpoint}: response body is not valid JSON") from exc
