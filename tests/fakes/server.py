@@ -94,6 +94,7 @@ class _Scripted:
     path: str | None
     respond: Callable[[Request], Response] | None = None
     transform: Callable[[Response], Response] | None = None
+    credential: str | None = None  # only requests carrying this credential, when set
 
 
 class FakeServer:
@@ -131,9 +132,17 @@ class FakeServer:
         """The provider's error body for `status`."""
         return Response.json({"error": message}, status=status)
 
-    def fail_next(self, count: int = 1, status: int = 500, *, path: str | None = None) -> None:
-        """Answer the next `count` requests (to `path`, if given) with `status`."""
-        self._add(_Scripted(count, path, respond=lambda _: self.error_response(status, "fail")))
+    def fail_next(
+        self,
+        count: int = 1,
+        status: int = 500,
+        *,
+        path: str | None = None,
+        credential: str | None = None,
+    ) -> None:
+        """Answer the next `count` requests (to `path`, by `credential`, if given) with `status`."""
+        respond = lambda _: self.error_response(status, "fail")  # noqa: E731
+        self._add(_Scripted(count, path, respond=respond, credential=credential))
 
     def rate_limit_next(
         self,
@@ -142,6 +151,7 @@ class FakeServer:
         *,
         path: str | None = None,
         headers: Mapping[str, str] | None = None,
+        credential: str | None = None,
     ) -> None:
         """Answer with 429; `retry_after` is seconds, an HTTP-date string, or None for none."""
         extra = dict(headers or {})
@@ -152,18 +162,37 @@ class FakeServer:
             error = self.error_response(429, "rate limited")
             return Response(429, error.body, {**error.headers, **extra})
 
-        self._add(_Scripted(count, path, respond=respond))
+        self._add(_Scripted(count, path, respond=respond, credential=credential))
 
-    def malformed_next(self, count: int = 1, *, path: str | None = None) -> None:
+    def malformed_next(
+        self, count: int = 1, *, path: str | None = None, credential: str | None = None
+    ) -> None:
         """Answer 200 with a body that is not valid JSON."""
         broken = Response(200, b'{"data": [', {"Content-Type": "application/json"})
-        self._add(_Scripted(count, path, respond=lambda _: broken))
+        self._add(_Scripted(count, path, respond=lambda _: broken, credential=credential))
 
     def drop_field_next(
-        self, count: int, field_name: str, *, path: str | None = None, index: int | None = None
+        self,
+        count: int,
+        field_name: str,
+        *,
+        path: str | None = None,
+        index: int | None = None,
+        credential: str | None = None,
     ) -> None:
         """Remove a field from the objects in the response's top-level lists (partial data)."""
-        self._add(_Scripted(count, path, transform=lambda r: _drop(r, field_name, index)))
+        transform = lambda r: _drop(r, field_name, index)  # noqa: E731
+        self._add(_Scripted(count, path, transform=transform, credential=credential))
+
+    def unrevoke(self, credential: str) -> None:
+        """Accept a revoked credential again."""
+        with self._lock:
+            self._revoked.discard(credential)
+
+    def clear_script(self) -> None:
+        """Forget every scripted behaviour not yet used up."""
+        with self._lock:
+            self._script.clear()
 
     def revoke(self, credential: str) -> None:
         """Answer every later request carrying this credential with `auth_error`."""
@@ -179,10 +208,15 @@ class FakeServer:
         with self._lock:
             self._script.append(scripted)
 
-    def _take(self, path: str) -> _Scripted | None:
+    def _take(self, request: Request) -> _Scripted | None:
+        credential = self.credential_of(request)
         with self._lock:
             for scripted in self._script:
-                if scripted.remaining > 0 and scripted.path in (None, path):
+                if (
+                    scripted.remaining > 0
+                    and scripted.path in (None, request.path)
+                    and scripted.credential in (None, credential)
+                ):
                     scripted.remaining -= 1
                     return scripted
         return None
@@ -207,7 +241,7 @@ class FakeServer:
             delay = self._latency
         if delay:
             self._stopping.wait(delay)
-        scripted = self._take(request.path)
+        scripted = self._take(request)
         if scripted is not None and scripted.respond is not None:
             return scripted.respond(request)
         credential = self.credential_of(request)
