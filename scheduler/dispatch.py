@@ -111,7 +111,8 @@ def dispatch_tick(
     while dispatched < max_per_tick:
         moment = now()
         with sessions() as session, session.begin():
-            claim = claim_due(session, policy, now=moment, limit=batch_size)
+            limit = min(batch_size, max_per_tick - dispatched)
+            claim = claim_due(session, policy, now=moment, limit=limit)
         if not claim.integration_ids:
             break
         published = False

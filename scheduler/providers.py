@@ -74,7 +74,7 @@ def resolve_policies(
         policy = replace(policies[provider], **fields)
         if policy.interval < timedelta(minutes=1):
             raise InvalidValue(f"{provider.value} sync interval must be at least one minute")
-        if policy.rate_per_s <= 0 or policy.burst < 1:
+        if not policy.rate_per_s > 0 or policy.burst < 1:  # `not >` also rejects NaN
             raise InvalidValue(f"{provider.value} rate limit must be positive")
         policies[provider] = policy
     return policies

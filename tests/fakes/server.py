@@ -189,10 +189,12 @@ class FakeServer:
         with self._lock:
             self._revoked.discard(credential)
 
-    def clear_script(self) -> None:
-        """Forget every scripted behaviour not yet used up."""
+    def clear_script(self, *, credential: str | None = None) -> None:
+        """Forget scripted behaviours not yet used up (only `credential`'s, if given)."""
         with self._lock:
-            self._script.clear()
+            self._script = [
+                s for s in self._script if credential is not None and s.credential != credential
+            ]
 
     def revoke(self, credential: str) -> None:
         """Answer every later request carrying this credential with `auth_error`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +12,7 @@ from celery.beat import EmbeddedService
 from models import migrate
 from worker.celery import create_app
 from worker.cli.context import CliContext, pass_context
+from worker.demo import run_tour
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -60,4 +62,24 @@ def run(cli: CliContext, concurrency: int | None) -> None:
     )
 
 
-COMMANDS = (run,)
+@click.command()
+@click.option(
+    "--speed",
+    default=7200.0,
+    show_default=True,
+    help="Simulated seconds per real second (7200: one second is two hours).",
+)
+@click.option("--hours", default=350.0, show_default=True, help="Simulated hours to run.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".syncworker/demo"),
+    show_default=True,
+    help="Where the demo's SQLite files go (wiped first).",
+)
+def demo(speed: float, hours: float, data_dir: Path) -> None:
+    """Watch every status happen: scripted integrations on an accelerated clock."""
+    run_tour(data_dir.absolute(), speed=speed, hours=hours)
+
+
+COMMANDS = (run, demo)
