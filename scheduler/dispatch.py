@@ -75,7 +75,7 @@ def claim_due(
     for integration_id, _, own_interval in rows:
         by_interval[own_interval].append(integration_id)
     for own_interval, ids in by_interval.items():
-        interval = timedelta(seconds=own_interval) if own_interval else policy.interval
+        interval = interval_for(policy, own_interval)
         session.execute(
             update(Integration)
             .where(Integration.id.in_(ids))
@@ -84,6 +84,18 @@ def claim_due(
         )
     lag = max(((now - due).total_seconds() for _, due, _ in rows if due), default=0.0)
     return Claim([row[0] for row in rows], lag)
+
+
+def interval_for(policy: ProviderPolicy, own_interval_s: int | None) -> timedelta:
+    """An integration's sync interval: its own override, else its provider's."""
+    return timedelta(seconds=own_interval_s) if own_interval_s else policy.interval
+
+
+def claim_one(
+    session: Session, integration: Integration, policy: ProviderPolicy, *, now: datetime
+) -> None:
+    """Claim a locked integration for an immediate publish, as a tick would claim it."""
+    integration.next_sync_at = now + interval_for(policy, integration.sync_interval_seconds)
 
 
 def release(session: Session, integration_ids: Sequence[uuid.UUID], *, now: datetime) -> None:

@@ -40,7 +40,7 @@ class Stage(Protocol):
     def api_request(self, name: str) -> None: ...
 
 
-Step = tuple[float, str, Callable[[Stage], None]]
+Step = tuple[float, str, Callable[[Stage], object]]
 
 
 @dataclass(frozen=True)

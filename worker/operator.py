@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 
 from models import integrations as actions
@@ -19,9 +21,12 @@ from models.changes import Change
 from models.db import lock_integration
 from models.serializers import ActionResult, action_result_for
 from models.status import SYNCING_STATUSES, Provider, parse_enum
+from scheduler.dispatch import claim_one, release
 from worker.connectors.base import Connector
 from worker.runtime import Runtime
 from worker.sync import Finished, Skipped, sync_integration
+
+log = structlog.get_logger(__name__)
 
 # Enqueues one sync of an integration on its provider's queue.
 RequestSync = Callable[[Provider, uuid.UUID], None]
@@ -131,7 +136,7 @@ class Operator:
         """Enqueue a sync at once; refused while syncing is paused."""
         with self._runtime.sessions() as session, session.begin():
             integration = lock_integration(session, integration_id)
-            status, provider = integration.status_enum, integration.provider_enum
+            status = integration.status_enum
             if status in SYNCING_STATUSES:
                 integration.next_sync_at = self._runtime.clock.now()
         if status not in SYNCING_STATUSES:
@@ -142,8 +147,13 @@ class Operator:
             return ActionResult(
                 True, f"integration {integration_id} is due; the next tick syncs it"
             )
-        self._request_sync(provider, integration.id)
-        return ActionResult(True, f"sync of integration {integration_id} queued")
+        if self._publish(integration.id):
+            return ActionResult(True, f"sync of integration {integration_id} queued")
+        return ActionResult(
+            False,
+            f"the broker is unreachable; integration {integration_id} stays due and the "
+            "next tick syncs it",
+        )
 
     def sync_inline(self, integration_id: str) -> Finished | Skipped:
         """Run one sync in this process, for debugging one integration."""
@@ -160,10 +170,31 @@ class Operator:
     def _apply(self, action: Callable[[Session], Change]) -> Change:
         with self._runtime.sessions() as session, session.begin():
             change = action(session)
-            provider = lock_integration(session, change.integration_id).provider_enum
-        if change.sync_now and self._request_sync is not None:
-            self._request_sync(provider, change.integration_id)
+        if change.sync_now:
+            self._publish(change.integration_id)
         return change
+
+    def _publish(self, integration_id: uuid.UUID) -> bool:
+        """Publish one sync of a due integration, claimed first so no tick sends a second.
+
+        False when there is no publisher or the broker refused: the integration stays due
+        and the next tick picks it up, so nothing is lost either way.
+        """
+        if self._request_sync is None:
+            return False
+        now = self._runtime.clock.now()
+        with self._runtime.sessions() as session, session.begin():
+            integration = lock_integration(session, integration_id)
+            provider = integration.provider_enum
+            claim_one(session, integration, self._runtime.settings.providers[provider], now=now)
+        try:
+            self._request_sync(provider, integration_id)
+        except (OperationalError, OSError):  # the broker is down or unreachable
+            with self._runtime.sessions() as session, session.begin():
+                release(session, [integration_id], now=now)
+            log.warning("sync.publish_failed", integration_id=str(integration_id))
+            return False
+        return True
 
     def _act(self, action: Callable[[Session], Change]) -> ActionResult:
         return action_result_for(self._apply(action))

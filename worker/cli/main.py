@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from worker.cli import admin, run
+from worker.cli import admin, integrations, run, status
 from worker.cli.context import CliContext
 from worker.logs import configure_logging
 
@@ -19,6 +19,6 @@ def main(ctx: click.Context) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
 
-for _module in (admin, run):
+for _module in (admin, run, integrations, status):
     for _command in _module.COMMANDS:
         main.add_command(_command)

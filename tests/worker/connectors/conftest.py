@@ -9,10 +9,22 @@ from typing import Any
 import pytest
 
 from models.credentials import Credentials
+from tests.fakes.app_store_connect import FakeAppStoreConnect
+from tests.fakes.google_play import FakeGooglePlay
+from tests.fakes.paddle import FakePaddle
+from tests.fakes.revenuecat import FakeRevenueCat
+from tests.fakes.shopify import FakeShopify
 from tests.fakes.stripe import FakeStripe
+from tests.fakes.superwall import FakeSuperwall
+from tests.fakes.whop import FakeWhop
+from tests.fakes.woocommerce import FakeWooCommerce
 from worker.connectors.base import Page, SyncContext
 from worker.connectors.http import HttpOptions, RetryPolicy
+from worker.connectors.paddle import PaddleConnector
+from worker.connectors.shopify import ShopifyConnector
 from worker.connectors.stripe import StripeConnector
+from worker.connectors.whop import WhopConnector
+from worker.connectors.woocommerce import WooCommerceConnector
 
 NOW = 1_700_000_000.0  # the wall clock the HTTP layer sees, for HTTP-dates and resets
 
@@ -117,3 +129,121 @@ def make_context() -> Callable[..., SyncContext]:
         )
 
     return create
+
+
+@pytest.fixture
+def fake_revenuecat() -> Iterator[FakeRevenueCat]:
+    with FakeRevenueCat() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_shopify() -> Iterator[FakeShopify]:
+    with FakeShopify() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_whop() -> Iterator[FakeWhop]:
+    with FakeWhop() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_paddle() -> Iterator[FakePaddle]:
+    with FakePaddle() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_woocommerce() -> Iterator[FakeWooCommerce]:
+    with FakeWooCommerce() as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_shopify(
+    fake_shopify: FakeShopify, http_options: HttpOptions
+) -> Iterator[Callable[..., ShopifyConnector]]:
+    """Create Shopify connectors serving every shop from the fake; all closed after the test."""
+    made: list[ShopifyConnector] = []
+
+    def create(**options: Any) -> ShopifyConnector:
+        options.setdefault("http", http_options)
+        options.setdefault("base_url", fake_shopify.url)
+        made.append(ShopifyConnector(**options))
+        return made[-1]
+
+    yield create
+    for connector in made:
+        connector.close()
+
+
+@pytest.fixture
+def make_whop(
+    fake_whop: FakeWhop, http_options: HttpOptions
+) -> Iterator[Callable[..., WhopConnector]]:
+    """Create Whop connectors pointed at the fake; all closed after the test."""
+    made: list[WhopConnector] = []
+
+    def create(**options: Any) -> WhopConnector:
+        options.setdefault("http", http_options)
+        made.append(WhopConnector(base_url=fake_whop.url, **options))
+        return made[-1]
+
+    yield create
+    for connector in made:
+        connector.close()
+
+
+@pytest.fixture
+def make_paddle(
+    fake_paddle: FakePaddle, http_options: HttpOptions
+) -> Iterator[Callable[..., PaddleConnector]]:
+    """Create Paddle connectors pointed at the fake (live and sandbox); all closed after."""
+    made: list[PaddleConnector] = []
+
+    def create(**options: Any) -> PaddleConnector:
+        options.setdefault("http", http_options)
+        made.append(PaddleConnector(base_url=fake_paddle.url, **options))
+        return made[-1]
+
+    yield create
+    for connector in made:
+        connector.close()
+
+
+@pytest.fixture
+def make_woocommerce(
+    fake_woocommerce: FakeWooCommerce, http_options: HttpOptions
+) -> Iterator[Callable[..., WooCommerceConnector]]:
+    """Create WooCommerce connectors serving every store from the fake; all closed after."""
+    made: list[WooCommerceConnector] = []
+
+    def create(**options: Any) -> WooCommerceConnector:
+        options.setdefault("http", http_options)
+        options.setdefault("base_url", fake_woocommerce.url)
+        made.append(WooCommerceConnector(**options))
+        return made[-1]
+
+    yield create
+    for connector in made:
+        connector.close()
+
+
+@pytest.fixture
+def fake_app_store_connect() -> Iterator[FakeAppStoreConnect]:
+    with FakeAppStoreConnect() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_google_play() -> Iterator[FakeGooglePlay]:
+    with FakeGooglePlay() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_superwall() -> Iterator[FakeSuperwall]:
+    with FakeSuperwall() as fake:
+        yield fake
