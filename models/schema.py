@@ -306,6 +306,10 @@ class OutboxEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     delivered_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The sinks that already accepted the event (the log, and each webhook by fingerprint),
+    # so a retry goes only to those that have not: a receiver that answered 2xx never
+    # gets the same event again.
+    delivered_to: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'"))
 
 
 class SchedulerMark(Base):

@@ -33,6 +33,10 @@ SECRET_VALUES: Final = re.compile(
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
     r"|(?i:(?:secret|token|password|api_?key|consumer_secret)=)[^\s&\"']+"
+    # A body or dict quoted into text: "client_secret": "...", 'password': '...'. The key's
+    # affixes are bounded, so a quote before a long blob cannot make the scan quadratic.
+    r"|[\"'][\w-]{0,40}(?i:secret|token|password|passwd|api_?key)[\w-]{0,40}[\"']"
+    r"\s*:\s*(?:\"[^\"]*\"|'[^']*')"
 )
 # Libraries that narrate every step at INFO; their warnings still come through.
 QUIET_LOGGERS: Final = ("transitions", "httpx", "httpcore", "urllib3")
@@ -46,6 +50,9 @@ def redact_value(value: Any) -> Any:
         return redact_mapping(value)
     if isinstance(value, (list, tuple)):
         return type(value)(redact_value(v) for v in value)
+    if isinstance(value, BaseException | bytes):
+        # The renderer would repr these untouched, and their text often quotes a provider.
+        return SECRET_VALUES.sub(REDACTED, repr(value))
     return value
 
 

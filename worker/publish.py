@@ -20,7 +20,10 @@ class CeleryPublisher:
         self._policies = policies
 
     def publish(self, policy: ProviderPolicy, integration_ids: Sequence[uuid.UUID]) -> None:
-        with self._app.producer_or_acquire() as producer:
+        # One pipelined round trip per batch instead of a Redis client and a round trip per
+        # message: about 3x faster on Redis (benchmarks/dispatch.py). Where the transport
+        # cannot batch (the embedded SQLite broker), kombu publishes each message at once.
+        with self._app.producer_or_acquire() as producer, producer.batch():
             for integration_id in integration_ids:
                 self._app.send_task(
                     SYNC_TASK, args=(str(integration_id),), queue=policy.queue, producer=producer

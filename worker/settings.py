@@ -38,8 +38,11 @@ class Settings:
     providers: Mapping[Provider, ProviderPolicy]
     log_format: str = "auto"
     log_level: str = "INFO"
-    webhook_urls: tuple[str, ...] = ()
+    # Webhook URLs often carry a token in their path: kept out of the repr, like the secret.
+    webhook_urls: tuple[str, ...] = field(default=(), repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
+    # One webhook POST's budget; a delivery run sends many, all within the task time limit.
+    webhook_timeout_s: int = 10
     metrics_port: int | None = None
     # Demo only: the app clock runs this many times faster than the wall clock.
     clock_speed: float = 1.0
@@ -99,11 +102,15 @@ class Settings:
             providers=resolve_policies(_provider_overrides(env)),
             log_format=get("LOG_FORMAT") or "auto",
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
-            webhook_urls=tuple(u for u in (get("WEBHOOK_URLS") or "").split(",") if u.strip()),
+            webhook_urls=_webhook_urls(get("WEBHOOK_URLS")),
             webhook_secret=get("WEBHOOK_SECRET"),
+            webhook_timeout_s=_int(get("WEBHOOK_TIMEOUT"), "WEBHOOK_TIMEOUT") or 10,
             metrics_port=_int(get("METRICS_PORT"), "METRICS_PORT"),
             worker_concurrency=_int(get("CONCURRENCY"), "CONCURRENCY") or 64,
             max_retries=_int(get("MAX_RETRIES"), "MAX_RETRIES") or 4,
+            max_retry_delay_s=_int(get("MAX_RETRY_DELAY"), "MAX_RETRY_DELAY") or 600,
+            lease_ttl_s=_int(get("LEASE_TTL"), "LEASE_TTL") or 90,
+            visibility_timeout_s=_int(get("VISIBILITY_TIMEOUT"), "VISIBILITY_TIMEOUT") or 1800,
         )
 
 
@@ -122,6 +129,16 @@ def _int(value: str | None, name: str) -> int | None:
         return int(value)
     except ValueError:
         raise InvalidValue(f"{PREFIX}{name} must be a whole number, got {value!r}") from None
+
+
+def _webhook_urls(value: str | None) -> tuple[str, ...]:
+    """The configured webhook URLs, comma-separated; each must be http(s)."""
+    urls = tuple(url.strip() for url in (value or "").split(",") if url.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            # Not the URL itself in the message: webhook URLs often embed a token.
+            raise InvalidValue(f"{PREFIX}WEBHOOK_URLS must hold http(s) URLs, got one that is not")
+    return urls
 
 
 def _development_key(data_dir: Path) -> str:
@@ -153,6 +170,6 @@ def _provider_overrides(env: Mapping[str, str]) -> dict[Provider, dict[str, Any]
                 provider = parse_enum(Provider, head.lower(), what="provider")
                 try:
                     overrides.setdefault(provider, {})[attribute] = convert(value.strip())
-                except ValueError:
+                except (ValueError, OverflowError):  # OverflowError: an interval of "inf"/"1e20"
                     raise InvalidValue(f"{name} has an invalid value {value!r}") from None
     return overrides

@@ -1,4 +1,4 @@
-"""Celery signal handlers: start-up checks and per-task log context."""
+"""Celery signal handlers: start-up checks, per-task log context, the metrics endpoint."""
 
 from __future__ import annotations
 
@@ -6,10 +6,20 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from models.credentials import verify_keyring
+from worker import metrics
 from worker.logs import configure_logging
+from worker.queues import queue_depths
 from worker.runtime import runtime_of, settings_of
 
 log = structlog.get_logger(__name__)
@@ -46,3 +56,32 @@ def connect(app: Celery) -> None:
     worker_init.connect(check_start, weak=False)
     task_prerun.connect(bind_task, weak=False)
     task_postrun.connect(unbind_task, weak=False)
+    _connect_metrics(app)
+
+
+def _connect_metrics(app: Celery) -> None:
+    """Serve the metrics endpoint while a worker runs, when a metrics port is configured."""
+    served: list[metrics.MetricsServer] = []
+
+    def serve_metrics(sender: Any = None, **_: Any) -> None:
+        port = settings_of(app).metrics_port
+        if port is None or getattr(sender, "app", None) is not app or served:
+            return
+        collectors = [
+            metrics.IntegrationsCollector(runtime_of(app).sessions),
+            metrics.QueueDepthCollector(lambda: queue_depths(app)),
+        ]
+        served.append(metrics.serve(port, collectors))
+
+    def stop_metrics(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            while served:
+                served.pop().close()
+
+    def forget_child(pid: int | None = None, **_: Any) -> None:
+        if pid is not None:
+            metrics.mark_dead(pid)
+
+    worker_ready.connect(serve_metrics, weak=False)
+    worker_shutdown.connect(stop_metrics, weak=False)
+    worker_process_shutdown.connect(forget_child, weak=False)

@@ -8,7 +8,9 @@ a retry with backoff.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, Final
 
 import structlog
@@ -18,6 +20,7 @@ from models.status import Provider, parse_enum
 from models.sync_runs import reap_abandoned
 from models.time_rules import deactivate_idle_development, escalate_auth_failures
 from scheduler.beat import (
+    DELIVER_EVENTS_TASK,
     DEV_INACTIVITY_TASK,
     DISPATCH_TASK,
     ESCALATE_TASK,
@@ -26,8 +29,11 @@ from scheduler.beat import (
 )
 from scheduler.dispatch import dispatch_tick
 from scheduler.marks import mark
+from worker.events import deliver_due
+from worker.metrics import RETRIED, provider_of_queue, record_dispatch, record_sync
 from worker.runtime import publisher_of, runtime_of, settings_of
 from worker.sync import Finished, RetryLater, sync_integration
+from worker.webhooks import make_client, webhook_sinks
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +62,8 @@ def register(app: Celery) -> None:
             log.error("sync.dropped", reason="redelivered too often", task_id=self.request.id)
             return {"skipped": "redelivered too often"}
         retries = self.request.retries
+        provider = provider_of_queue(settings.providers, self.request.delivery_info)
+        started = time.monotonic()
         try:
             done = sync_integration(
                 runtime.sync_services,
@@ -65,10 +73,12 @@ def register(app: Celery) -> None:
                 final_attempt=retries >= settings.max_retries,
             )
         except RetryLater as exc:
+            record_sync(provider, RETRIED, time.monotonic() - started)
             countdown = retry_countdown(retries, exc.retry_after, cap=settings.max_retry_delay_s)
             log.info("sync.retrying", retries=retries, countdown_s=round(countdown, 1))
             raise self.retry(countdown=countdown, exc=exc) from exc
         if isinstance(done, Finished):
+            record_sync(provider, done.result.outcome.value, time.monotonic() - started)
             return {"run_id": str(done.run_id), "outcome": done.result.outcome.value}
         log.info("sync.skipped", reason=done.reason)
         return {"skipped": done.reason}
@@ -78,6 +88,7 @@ def register(app: Celery) -> None:
         runtime = runtime_of(app)
         policy = settings.providers[parse_enum(Provider, provider, what="provider")]
         report = dispatch_tick(runtime.sessions, publisher_of(app), policy, now=runtime.clock.now)
+        record_dispatch(report)
         figures = {"dispatched": report.dispatched, "max_lag_s": round(report.max_lag_s, 3)}
         with runtime.sessions() as session, session.begin():
             mark(session, f"tick:{provider}", now=runtime.clock.now(), **figures)
@@ -96,6 +107,23 @@ def register(app: Celery) -> None:
     @app.task(name=REAP_TASK, shared=False)
     def sweep_reap_abandoned() -> int:
         return _sweep(app, "sweep:reap_abandoned", reap_abandoned)
+
+    _register_delivery(app)
+
+
+def _register_delivery(app: Celery) -> None:
+    """The outbox's delivery task: every due status-change event to the log and webhooks."""
+    settings = settings_of(app)
+
+    @app.task(name=DELIVER_EVENTS_TASK, shared=False)
+    def deliver_events() -> dict[str, int]:
+        runtime = runtime_of(app)
+        with make_client(settings.webhook_timeout_s) as client:
+            sinks = webhook_sinks(settings, client)
+            report = deliver_due(runtime.sessions, sinks, now=runtime.clock.now)
+        if report.claimed:
+            log.info("events.delivered", **asdict(report))
+        return asdict(report)
 
 
 def _sweep(app: Celery, name: str, rule: Callable[..., list[Any]]) -> int:

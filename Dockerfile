@@ -1,0 +1,32 @@
+# The syncworker image: one image for every role (migrate, worker, beat); the command
+# picks the role (see docker-compose.yml and the Procfile).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SYNCWORKER_DATA_DIR=/var/lib/syncworker
+
+WORKDIR /src
+
+# Dependencies first, pinned by CI's constraints: with no packages copied yet this installs
+# only them, so a code change rebuilds from the next step.
+COPY pyproject.toml constraints.txt README.md ./
+RUN pip install -c constraints.txt .
+
+# The code (tests/fakes ships too: the demo runs against it).
+COPY models ./models
+COPY scheduler ./scheduler
+COPY worker ./worker
+COPY tests ./tests
+RUN pip install --no-deps .
+
+# Never root. The data directory holds beat's schedule file.
+RUN useradd --system --uid 10001 --user-group --no-create-home syncworker \
+    && mkdir -p /var/lib/syncworker \
+    && chown syncworker:syncworker /var/lib/syncworker
+USER syncworker
+WORKDIR /var/lib/syncworker
+
+CMD ["celery", "-A", "worker", "worker", "-P", "threads", "--loglevel", "INFO", "-E"]
