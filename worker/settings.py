@@ -104,13 +104,13 @@ class Settings:
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             webhook_urls=_webhook_urls(get("WEBHOOK_URLS")),
             webhook_secret=get("WEBHOOK_SECRET"),
-            webhook_timeout_s=_int(get("WEBHOOK_TIMEOUT"), "WEBHOOK_TIMEOUT") or 10,
+            webhook_timeout_s=_int_or(get("WEBHOOK_TIMEOUT"), "WEBHOOK_TIMEOUT", 10),
             metrics_port=_int(get("METRICS_PORT"), "METRICS_PORT"),
-            worker_concurrency=_int(get("CONCURRENCY"), "CONCURRENCY") or 64,
-            max_retries=_int(get("MAX_RETRIES"), "MAX_RETRIES") or 4,
-            max_retry_delay_s=_int(get("MAX_RETRY_DELAY"), "MAX_RETRY_DELAY") or 600,
-            lease_ttl_s=_int(get("LEASE_TTL"), "LEASE_TTL") or 90,
-            visibility_timeout_s=_int(get("VISIBILITY_TIMEOUT"), "VISIBILITY_TIMEOUT") or 1800,
+            worker_concurrency=_int_or(get("CONCURRENCY"), "CONCURRENCY", 64),
+            max_retries=_int_or(get("MAX_RETRIES"), "MAX_RETRIES", 4),
+            max_retry_delay_s=_int_or(get("MAX_RETRY_DELAY"), "MAX_RETRY_DELAY", 600),
+            lease_ttl_s=_int_or(get("LEASE_TTL"), "LEASE_TTL", 90),
+            visibility_timeout_s=_int_or(get("VISIBILITY_TIMEOUT"), "VISIBILITY_TIMEOUT", 1800),
         )
 
 
@@ -120,6 +120,11 @@ def _reader(env: Mapping[str, str]) -> Callable[[str], str | None]:
         return value.strip() if value and value.strip() else None
 
     return get
+
+
+def _int_or(value: str | None, name: str, default: int) -> int:
+    parsed = _int(value, name)
+    return default if parsed is None else parsed
 
 
 def _int(value: str | None, name: str) -> int | None:
