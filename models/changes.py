@@ -49,6 +49,7 @@ def subject_of(integration: Integration) -> Subject:
         created_at=integration.created_at,
         last_api_request_at=integration.last_api_request_at,
         auth_failing_since=integration.auth_failing_since,
+        reactivated_at=integration.reactivated_at,
     )
 
 
@@ -77,6 +78,8 @@ def apply_trigger(
     sync_now = trigger in SYNC_NOW_TRIGGERS and after in SYNCING_STATUSES
     if after not in SYNCING_STATUSES:
         integration.next_sync_at = None
+        if before in SYNCING_STATUSES:
+            integration.pause_epoch += 1
     elif sync_now or before not in SYNCING_STATUSES:
         integration.next_sync_at = now
     change = Change(integration.id, trigger, before, after, sync_now)

@@ -149,9 +149,15 @@ def deactivate(
 def reactivate(
     session: Session, integration_id: uuid.UUID | str, *, now: datetime, actor: str
 ) -> Change:
-    """Bring an inactive integration back: active with a sync queued, or setup without filters."""
+    """Bring an inactive integration back: active with a sync queued, or setup without filters.
+
+    Reactivating restarts the two-week development window, so the next result does not
+    pause the integration again before the host application had a chance to use it.
+    """
     integration = lock_integration(session, integration_id)
-    return _fire(session, integration, Trigger.REACTIVATE, now=now, actor=actor)
+    change = _fire(session, integration, Trigger.REACTIVATE, now=now, actor=actor)
+    integration.reactivated_at = now
+    return change
 
 
 def delete(

@@ -42,6 +42,13 @@ class Subject:
     created_at: datetime
     last_api_request_at: datetime | None = None
     auth_failing_since: datetime | None = None
+    reactivated_at: datetime | None = None
+
+    @property
+    def last_activity(self) -> datetime:
+        """When the integration last showed life: an API request, a reactivation, creation."""
+        moments = (self.last_api_request_at, self.reactivated_at)
+        return max((m for m in moments if m is not None), default=self.created_at)
 
     @property
     def status(self) -> Status:
@@ -77,9 +84,7 @@ def in_development(event: EventData) -> bool:
 
 
 def idle_for_two_weeks(event: EventData) -> bool:
-    subject = _subject(event)
-    last_seen = subject.last_api_request_at or subject.created_at
-    return bool(event.kwargs["now"] - last_seen >= DEV_INACTIVITY_AFTER)
+    return bool(event.kwargs["now"] - _subject(event).last_activity >= DEV_INACTIVITY_AFTER)
 
 
 def _row(

@@ -148,6 +148,11 @@ class Integration(Base):
     sync_interval_seconds: Mapped[int | None] = mapped_column(Integer)
     data_last_received_at: Mapped[datetime | None]
     last_api_request_at: Mapped[datetime | None]
+    # The dev-inactivity window restarts when a user reactivates the integration.
+    reactivated_at: Mapped[datetime | None]
+    # Counts the times syncing was paused; a run remembers it, so a result from before a
+    # pause is known to be late even after the integration was resumed.
+    pause_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status_changed_at: Mapped[datetime]
     auth_failing_since: Mapped[datetime | None]
     first_sync_finished_at: Mapped[datetime | None]
@@ -223,6 +228,7 @@ class SyncRun(Base):
     # Which delivery of the task this run belongs to: (task_id, attempt) is unique, so a
     # redelivered message finds its run and does not sync twice; a retry is a new attempt.
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    pause_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     first_sync: Mapped[bool] = mapped_column(Boolean, default=False)
     # Whether the result moved the lifecycle; False for a late result or a reaped run.
     applied: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -94,6 +94,7 @@ def start_run(
         integration_id=integration.id,
         task_id=task_id,
         attempt=attempt,
+        pause_epoch=integration.pause_epoch,
         started_at=now,
         lease_expires_at=now + lease,
         first_sync=integration.first_sync_finished_at is None,
@@ -157,8 +158,13 @@ def finish_run(
 def _apply_outcome(
     session: Session, integration: Integration, run: SyncRun, outcome: SyncOutcome, *, now: datetime
 ) -> Change | None:
-    if integration.status_enum not in SYNCING_STATUSES:
-        run.applied = False  # a late result: recorded, never resurrects anything
+    if (
+        integration.status_enum not in SYNCING_STATUSES
+        or run.pause_epoch != integration.pause_epoch
+    ):
+        # A late result: the integration is paused, or was paused while the run worked (the
+        # result belongs to the old credentials or decision). Recorded, never applied.
+        run.applied = False
         return None
     first = integration.first_sync_finished_at is None
     if outcome is not SyncOutcome.AUTH_FAILED and first:
@@ -189,20 +195,29 @@ def close_for_retry(session: Session, run_id: uuid.UUID, error: str, *, now: dat
 
 
 def reap_abandoned(session: Session, *, now: datetime, limit: int = 500) -> list[uuid.UUID]:
-    """Close runs whose lease lapsed and make their integrations due again."""
-    runs = session.scalars(
-        select(SyncRun)
+    """Close runs whose lease lapsed and make their integrations due again.
+
+    Locks in the order finish_run does (integration, then run) so a worker finishing
+    just as its lease lapses never deadlocks with the reaper, and re-checks the run
+    under the lock: if the worker got there first, it is left alone.
+    """
+    candidates = session.execute(
+        select(SyncRun.id, SyncRun.integration_id)
         .where(SyncRun.finished_at.is_(None), SyncRun.lease_expires_at <= now)
         .order_by(SyncRun.lease_expires_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     ).all()
-    for run in runs:
+    reaped = []
+    for run_id, integration_id in candidates:
+        integration = lock_integration(session, integration_id)
+        run = session.get(SyncRun, run_id, with_for_update=True, populate_existing=True)
+        if run is None or not run.running or (run.lease_expires_at or now) > now:
+            continue
         run.finished_at = now
         run.lease_expires_at = None
         run.error = REAPED_ERROR
-        integration = session.get(Integration, run.integration_id)
-        if integration is not None and integration.status_enum in SYNCING_STATUSES:
+        if integration.status_enum in SYNCING_STATUSES:
             integration.next_sync_at = now
-        run.status_after = integration.status if integration else None
-    return [run.integration_id for run in runs]
+        run.status_after = integration.status
+        reaped.append(integration_id)
+    return reaped

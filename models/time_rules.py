@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import func, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from models.changes import Change, apply_trigger
@@ -60,7 +60,7 @@ def deactivate_idle_development(
     session: Session, *, now: datetime, limit: int = 500
 ) -> list[Change]:
     """Sweep: pause development integrations with no API request for 14 days."""
-    last_seen = func.coalesce(Integration.last_api_request_at, Integration.created_at)
+    cutoff = now - DEV_INACTIVITY_AFTER
     live = [s.value for s in LIFECYCLE.sources(Trigger.DEACTIVATE_IDLE)]
     candidates = (
         select(Integration.id)
@@ -68,7 +68,12 @@ def deactivate_idle_development(
         .where(
             Environment.kind == EnvironmentKind.DEVELOPMENT.value,
             Integration.status.in_(live),
-            last_seen <= now - DEV_INACTIVITY_AFTER,
+            # Every sign of life is older than the window (Subject.last_activity, in SQL).
+            Integration.created_at <= cutoff,
+            or_(
+                Integration.last_api_request_at.is_(None), Integration.last_api_request_at <= cutoff
+            ),
+            or_(Integration.reactivated_at.is_(None), Integration.reactivated_at <= cutoff),
         )
     )
     return _sweep(

@@ -204,15 +204,6 @@ def blocking_pids(engine: Engine, pid: int) -> list[int]:
     return []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OperationalError,
-    reason=(
-        "bug: lock-order inversion: reap_abandoned locks the run, then updates the integration "
-        "row; finish_run locks the integration, then the run. A worker finishing a run just as "
-        "its lease lapses deadlocks with the reaper, and PostgreSQL aborts one of them"
-    ),
-)
 def test_reaper_and_a_late_finishing_worker_do_not_deadlock(
     sessions: sessionmaker[Session], pg_engine: Engine
 ) -> None:

@@ -97,6 +97,8 @@ class RefIntegration:
     audit_rows: int = 1  # the `created` row
     auth_failing_since: datetime | None = None
     last_api_request_at: datetime | None = None
+    reactivated_at: datetime | None = None
+    pause_epoch: int = 0  # times syncing was paused
     first_sync_done: bool = False
 
 
@@ -107,6 +109,7 @@ class RefRun:
     integration: uuid.UUID
     lease_expires_at: datetime
     first_sync: bool
+    pause_epoch: int
     finished: bool = False
     applied: bool = False
 
@@ -138,6 +141,8 @@ class Reference:
             it.next_sync_at = now
         if to != before:
             it.audit_rows += 1
+            if to not in SYNCING and before in SYNCING:
+                it.pause_epoch += 1
         it.status = to
 
     def configure_filters(self, key: uuid.UUID, now: datetime) -> bool:
@@ -179,6 +184,7 @@ class Reference:
         if it.status != "inactive":
             return False
         self.move(key, "active" if it.has_filters else "setup", now, sync_now=True)
+        it.reactivated_at = now  # the dev window starts again
         return True
 
     def delete(self, key: uuid.UUID, now: datetime) -> bool:
@@ -209,7 +215,9 @@ class Reference:
             for r in self.runs.values()
         ):
             return False  # another run holds the lease
-        self.runs[run_id] = RefRun(key, now + LEASE, first_sync=not it.first_sync_done)
+        self.runs[run_id] = RefRun(
+            key, now + LEASE, first_sync=not it.first_sync_done, pause_epoch=it.pause_epoch
+        )
         return True
 
     def finish(self, run_id: uuid.UUID, outcome: str, now: datetime) -> None:
@@ -218,11 +226,9 @@ class Reference:
             return  # a redelivered result changes nothing
         run.finished = True
         it = self.integrations[run.integration]
-        # A late result is recorded, never applied. Late is judged by the current status, as
-        # the code does today; test_persistence's xfail
-        # test_result_of_a_run_that_outlived_a_pause_is_late_even_after_resumption holds the
-        # stricter reading (paused while the run worked), and this line follows it when fixed.
-        if it.status not in SYNCING:
+        # A late result is recorded, never applied: the integration is paused now, or was
+        # paused at some point while the run worked (a resumption must not be undone).
+        if it.status not in SYNCING or it.pause_epoch != run.pause_epoch:
             return
         run.applied = True
         # The first sync is the first that got past authentication.
@@ -249,7 +255,10 @@ class Reference:
 
     def deactivate_idle(self, key: uuid.UUID, now: datetime) -> bool:
         it = self.integrations[key]
-        last_seen = it.last_api_request_at or it.created_at
+        last_seen = max(
+            (t for t in (it.last_api_request_at, it.reactivated_at) if t is not None),
+            default=it.created_at,
+        )
         if it.kind == "development" and it.status in LIVE and now - last_seen >= DEV_RULE:
             self.move(key, "inactive", now)
             return True

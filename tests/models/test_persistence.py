@@ -295,15 +295,6 @@ def test_late_result_is_recorded_but_never_changes_status(
     assert len(history(sessions, integration.id)) == audit_rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: _apply_outcome only looks at the integration's current status, so the result of "
-        "a run that outlived a pause (credentials_invalid, inactive) is applied once the "
-        "integration was resumed, instead of being recorded as late (SPEC §4: deactivated or "
-        "paused while the sync ran -> recorded, never changes the status)"
-    ),
-)
 @pytest.mark.parametrize(
     "pause", ["credentials_expire_then_rekeyed", "deactivated_then_reactivated"]
 )
