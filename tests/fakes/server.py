@@ -21,71 +21,27 @@ provider differs, overrides `credential_of`, `auth_error` and `error_response`:
         def _thing(self, request: Request) -> Response:
             return Response.json({"id": request.path_params["thing_id"]})
 
-Only the standard library and project code may be imported here: the fakes
-ship with the distribution for the demo.
+The HTTP plumbing (`Request`, `Response`, the threaded server) lives in
+`tests.fakes.loopback`; both names are importable from here too. Only the
+standard library and project code may be imported here: the fakes ship with the
+distribution for the demo.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Self
-from urllib.parse import parse_qsl, urlsplit
+from typing import Self
+
+from tests.fakes.loopback import Handler, LoopbackServer, Request, Response
+
+__all__ = ["REDACTED", "FakeServer", "Handler", "Request", "Response"]
 
 REDACTED = "[redacted]"
-# Enough backlog for a benchmark's burst of concurrent connections.
-REQUEST_QUEUE_SIZE = 1024
-# Idle keep-alive connections are dropped after this: longer than any test, so a client
-# never races the fake closing a pooled connection. Closing the client ends them sooner.
-IDLE_TIMEOUT = 120.0
-
-
-@dataclass(frozen=True)
-class Request:
-    """A request as a route handler sees it (header names lower-case)."""
-
-    method: str
-    path: str
-    query: Mapping[str, str]  # last value wins for a repeated name
-    headers: Mapping[str, str] = field(repr=False)
-    body: bytes = b""
-    path_params: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def bearer_token(self) -> str | None:
-        scheme, _, token = self.headers.get("authorization", "").partition(" ")
-        return token if scheme.lower() == "bearer" and token else None
-
-    def json(self) -> Any:
-        return json.loads(self.body or b"null")
-
-    def form(self) -> dict[str, str]:
-        return dict(parse_qsl(self.body.decode()))
-
-
-@dataclass(frozen=True)
-class Response:
-    """What a route (or the failure script) answers."""
-
-    status: int = 200
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(
-        cls, payload: Any, status: int = 200, headers: Mapping[str, str] | None = None
-    ) -> Response:
-        body = json.dumps(payload).encode()
-        return cls(status, body, {"Content-Type": "application/json", **(headers or {})})
-
-
-Handler = Callable[[Request], Response]
 
 
 @dataclass
@@ -110,10 +66,9 @@ class FakeServer:
         self._revoked: set[str] = set()
         self._latency = 0.0
         self._log: list[Request] = []  # secrets replaced, bodies left out
-        self.errors: list[BaseException] = []  # exceptions raised by route handlers
+        self._server = LoopbackServer(self.handle)
+        self.errors = self._server.errors  # exceptions raised by route handlers
         self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def route(self, method: str, template: str, handler: Handler) -> None:
         """Serve `method template`, overriding earlier routes; `{name}` goes to `path_params`."""
@@ -180,7 +135,11 @@ class FakeServer:
         index: int | None = None,
         credential: str | None = None,
     ) -> None:
-        """Remove a field from the objects in the response's top-level lists (partial data)."""
+        """Remove a field from the objects of the response's lists (partial data).
+
+        The lists are a bare JSON array (WooCommerce's) or the lists in a JSON object;
+        `index` picks one object of each list.
+        """
         transform = lambda r: _drop(r, field_name, index)  # noqa: E731
         self._add(_Scripted(count, path, transform=transform, credential=credential))
 
@@ -270,28 +229,15 @@ class FakeServer:
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the fake server is not running; use it as a context manager")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     def start(self) -> None:
         self._stopping.clear()
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _RequestHandler)
-        self._httpd.fake = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._httpd, self._thread = None, None
+        self._server.stop()
 
     def __enter__(self) -> Self:
         self.start()
@@ -305,61 +251,11 @@ class FakeServer:
             raise AssertionError(f"the fake's handlers raised: {self.errors!r}")
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = REQUEST_QUEUE_SIZE
-    fake: FakeServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Ignore clients that hung up (timeouts in tests); anything else is a real error."""
-        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            super().handle_error(request, client_address)
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so a client's pool is exercised
-    disable_nagle_algorithm = True  # headers and body go out as separate small writes
-    timeout = IDLE_TIMEOUT
-    server: _HTTPServer
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default stderr access log; the fake keeps its own."""
-
-    def _serve(self) -> None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        request = Request(
-            method=self.command,
-            path=url.path,
-            query=dict(parse_qsl(url.query, keep_blank_values=True)),
-            headers={name.lower(): value for name, value in self.headers.items()},
-            body=self.rfile.read(length) if length else b"",
-        )
-        fake = self.server.fake
-        try:
-            response = fake.handle(request)
-        except Exception as exc:  # noqa: BLE001 - a fake's bug: reported to the test, answered 599
-            fake.errors.append(exc)
-            response = Response(599, repr(exc).encode())
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
-
-
 def _drop(response: Response, field_name: str, index: int | None) -> Response:
     payload = json.loads(response.body)
-    for value in payload.values() if isinstance(payload, dict) else ():
-        items = value if isinstance(value, list) else []
-        chosen = items if index is None else items[index : index + 1]
-        for item in chosen:
+    values = payload.values() if isinstance(payload, dict) else [payload]
+    for items in (value for value in values if isinstance(value, list)):
+        for item in items if index is None else items[index : index + 1]:
             if isinstance(item, dict):
                 item.pop(field_name, None)
     return Response(response.status, json.dumps(payload).encode(), response.headers)

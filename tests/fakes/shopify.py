@@ -85,7 +85,7 @@ class FakeShopify(FakeServer):
         """The `updated_at` of the most recently changed object of `kind`."""
         with self._data_lock:
             objects = self._shops[token][kind]
-            return max((obj["updated_at"] for obj in objects), key=datetime.fromisoformat)
+            return str(max((obj["updated_at"] for obj in objects), key=datetime.fromisoformat))
 
     def _tick(self, token: str) -> str:
         self._clock[token] += 1

@@ -45,7 +45,6 @@ class FakeWooCommerce(FakeServer):
         super().__init__()
         self._stores: dict[str, tuple[str, dict[str, list[dict[str, Any]]]]] = {}
         self._clock: dict[str, int] = {}
-        self._drops: list[list[Any]] = []  # [remaining, field, path, index, credential]
         self._data_lock = threading.Lock()
         for kind in KINDS:
             self.route("GET", f"/wp-json/wc/v3/{kind}", partial(self._list, kind))
@@ -102,39 +101,6 @@ class FakeWooCommerce(FakeServer):
                     obj["date_modified_gmt"] = when if same_second else self._tick(consumer_key)
                     obj["status"] = "completed"
 
-    def drop_field_next(
-        self,
-        count: int,
-        field_name: str,
-        *,
-        path: str | None = None,
-        index: int | None = None,
-        credential: str | None = None,
-    ) -> None:
-        """As the base's, for WooCommerce's bare arrays (the base edits lists in an object)."""
-        with self._data_lock:
-            self._drops.append([count, field_name, path, index, credential])
-
-    def _dropped(self, request: Request, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        key = self.credential_of(request)
-        with self._data_lock:
-            drop = next(
-                (
-                    d
-                    for d in self._drops
-                    if d[0] > 0 and d[2] in (None, request.path) and d[4] in (None, key)
-                ),
-                None,
-            )
-            if drop is None:
-                return objects
-            drop[0] -= 1
-        field_name, index = drop[1], drop[3]
-        for position, obj in enumerate(objects):
-            if index is None or position == index:
-                obj.pop(field_name, None)
-        return objects
-
     def _tick(self, consumer_key: str) -> str:
         self._clock[consumer_key] += 1
         return (START + self._clock[consumer_key] * SPACING).isoformat()
@@ -161,7 +127,7 @@ class FakeWooCommerce(FakeServer):
             known = store is not None and store[0] == secret
             objects = [dict(obj) for obj in store[1].get(kind, [])] if store and known else None
             installed = store is not None and kind in store[1]
-        if not known:
+        if not known or objects is None:
             return self.auth_error(request)
         if not installed:
             return self.error_response(
@@ -176,7 +142,7 @@ class FakeWooCommerce(FakeServer):
         if not 1 <= per_page <= MAX_PER_PAGE or page < 1:
             return self.error_response(400, "Invalid parameter(s): per_page, page")
         pages = math.ceil(len(objects) / per_page)
-        chosen = self._dropped(request, objects[(page - 1) * per_page : page * per_page])
+        chosen = objects[(page - 1) * per_page : page * per_page]
         headers = {"X-WP-Total": str(len(objects)), "X-WP-TotalPages": str(pages)}
         return Response.json(chosen, headers=headers)
 

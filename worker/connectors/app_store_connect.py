@@ -53,10 +53,12 @@ from worker.connectors.base import (
     SyncTally,
     credential,
     reject_unknown,
+    select_streams,
     sync_streams,
 )
 from worker.connectors.errors import MalformedResponse, RequestRejected
 from worker.connectors.http import HeaderAuth, HttpOptions, ProviderClient, ProviderSession
+from worker.connectors.responses import error_fields
 
 log = structlog.get_logger(__name__)
 
@@ -102,8 +104,9 @@ class AppStoreConnectConnector(HttpConnector):
         self.lookback_days = lookback_days
 
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
+        detail = error_fields(("errors", 0, "code"))  # the first error's; never title or detail
         return ProviderClient(
-            base_url, options=options, rate_limit=_rate_limit, error_detail=_detail
+            base_url, options=options, rate_limit=_rate_limit, error_detail=detail
         )
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
@@ -133,7 +136,8 @@ class AppStoreConnectConnector(HttpConnector):
             start = _start(ctx.cursors.get(stream), stream, today, self.lookback_days, tally)
             _ReportDays(api, stream, credentials["vendor_number"], sink, tally).run(start, today)
 
-        return sync_streams(tuple(REPORTS), sync_stream)
+        streams = select_streams(ctx.filters, [*REPORTS], provider=self.provider)
+        return sync_streams(streams, sync_stream)
 
 
 def _check_private_key(pem: str, prefix: str) -> None:
@@ -174,15 +178,6 @@ class _TokenSigner:
 
     def __repr__(self) -> str:
         return "_TokenSigner(<redacted>)"
-
-
-def _detail(response: httpx.Response) -> str | None:
-    """The first JSON:API error's `code`; never its title or detail."""
-    try:
-        code = response.json()["errors"][0]["code"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
-    return code if isinstance(code, str) else None
 
 
 def _rate_limit(response: httpx.Response, now: float) -> float | None:

@@ -12,6 +12,8 @@ abort the whole sync, because they concern the account or the moment, not a
 stream. A `ProviderError` (a malformed answer, a rejected request) on one
 stream skips that stream with a warning while the others carry on, giving
 `succeeded_with_warnings`; if every stream fails that way the sync `failed`.
+Which streams a sync covers is the integration's choice: `filters["objects"]`
+(`select_streams`), all of the provider's by default.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ import structlog
 
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
-from worker.connectors.errors import AuthFailed, ConnectorError, ProviderError, TransientError
+from worker.connectors.errors import (
+    AuthFailed,
+    ConfigurationError,
+    ConnectorError,
+    ProviderError,
+    TransientError,
+)
 from worker.connectors.http import HttpOptions, ProviderClient
 
 log = structlog.get_logger(__name__)
@@ -95,9 +103,24 @@ class HttpConnector(ABC):
 
     provider: Provider
     required_credentials: tuple[str, ...]
-    default_base_url: ClassVar[str]
+    # The provider's API; "" where each integration has its own host (a Shopify shop),
+    # which a sync names with `client.authorized(..., base_url=...)`.
+    default_base_url: ClassVar[str] = ""
+    # The most objects a list page may hold, and the default; 0 where the provider fixes it.
+    max_page_size: ClassVar[int] = 0
 
-    def __init__(self, *, base_url: str | None = None, http: HttpOptions | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        http: HttpOptions | None = None,
+        page_size: int | None = None,
+    ) -> None:
+        most = self.max_page_size
+        if page_size is not None and not 1 <= page_size <= most:
+            raise ValueError(f"{self.provider}: page_size must be between 1 and {most}")
+        self.page_size = page_size or most
+        self.base_url = base_url  # an override for every integration (tests, the demo's fakes)
         self.client = self.make_client(base_url or self.default_base_url, http or HttpOptions())
 
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
@@ -129,6 +152,28 @@ def reject_unknown(raw: Mapping[str, Any], known: Sequence[str], *, provider: Pr
     for name in raw:
         if name not in known:
             raise InvalidCredentials(f"{provider} credentials: unexpected field {name!r}")
+
+
+def select_streams(
+    filters: Mapping[str, Any], streams: Sequence[str], *, provider: Provider
+) -> tuple[str, ...]:
+    """The streams `filters["objects"]` names, in `streams`' order; all when it is absent.
+
+    `ConfigurationError` when it is not a non-empty list or names a stream the provider lacks.
+    """
+    chosen = filters.get("objects")
+    if chosen is None:
+        return tuple(streams)
+    if not isinstance(chosen, list | tuple) or not chosen:
+        raise ConfigurationError(
+            f"{provider} filters: objects must be a non-empty list of some of {list(streams)}"
+        )
+    unknown = [name for name in chosen if name not in streams]
+    if unknown:
+        raise ConfigurationError(
+            f"{provider} filters: unknown objects {unknown}; expected some of {list(streams)}"
+        )
+    return tuple(name for name in streams if name in chosen)
 
 
 @dataclass

@@ -1,16 +1,18 @@
-"""Errors raised by connectors and the shared HTTP layer, one class per sync outcome.
+"""Errors raised by connectors, the shared HTTP layer and webhook ingestion.
 
     SyncWorkerError                 (models.errors)
     └── ConnectorError
         ├── AuthFailed              401/403, a revoked or wrong key        -> auth_failed
         ├── TransientError          timeouts, connection errors, 429, 5xx  -> retry, then failed
         ├── ConfigurationError      filters or configuration unusable      -> failed
-        └── ProviderError           an answer that retrying will not fix   -> failed
-            ├── MalformedResponse   bad JSON, a missing key, a wrong type
-            └── RequestRejected     any other 4xx
+        ├── ProviderError           an answer that retrying will not fix   -> failed
+        │   ├── MalformedResponse   bad JSON, a missing key, a wrong type
+        │   └── RequestRejected     any other 4xx (with the provider's error code)
+        └── WebhookRejected         a delivery failing verification/parsing -> nothing stored
 
 `worker.connectors.base.run_sync` maps these to a `SyncResult`; only
-`TransientError` escapes it, for the task to retry. Messages name the endpoint
+`TransientError` escapes it, for the task to retry. `WebhookRejected` is raised
+by `worker.connectors.webhooks`, outside any sync. Messages name the endpoint
 (method and path, never the query string) and what was wrong; they never carry
 a header, a credential or the provider's free-text error message (Stripe's
 echoes a masked key).
@@ -50,8 +52,18 @@ class MalformedResponse(ProviderError):
 
 
 class RequestRejected(ProviderError):
-    """Raised when the provider refuses a request with a 4xx other than 401, 403, 408 or 429."""
+    """Raised when the provider refuses a request with a 4xx other than 401, 403, 408 or 429.
 
-    def __init__(self, message: str, *, status: int) -> None:
+    `code` is the provider's machine-readable error code (Google's `invalid_grant`, Stripe's
+    `invalid_request_error/resource_missing`) when its client reads one, never free text:
+    connectors branch on it rather than on the message.
+    """
+
+    def __init__(self, message: str, *, status: int, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+
+
+class WebhookRejected(ConnectorError):
+    """Raised when a webhook delivery fails verification or cannot be parsed; nothing is stored."""

@@ -8,8 +8,9 @@ https://developers.google.com/android-publisher):
   `scope` = https://www.googleapis.com/auth/androidpublisher, `aud` = token_uri, `iat`,
   `exp` at most an hour later), exchanged by `POST token_uri` with
   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` for `{"access_token",
-  "expires_in", "token_type"}`; a 400 (`invalid_grant`: key deleted, disabled or not
-  matching) is an auth failure;
+  "expires_in", "token_type"}`; an `invalid_grant` (key deleted, disabled or not
+  matching), `invalid_client` or `unauthorized_client` error is an auth failure, any other
+  refusal fails the sync naming its code;
 - base `https://androidpublisher.googleapis.com`, `Authorization: Bearer <access token>`:
   `GET /androidpublisher/v3/applications/{packageName}/purchases/voidedpurchases` with
   `startTime` (ms, at most 30 days back, ignored with a token), `type=1` (subscriptions too),
@@ -25,9 +26,10 @@ The key's `token_uri` must be Google's documented token endpoint; only when the 
 has a base URL override (tests, the demo) is a `token_uri` under that base URL accepted
 instead, so a key can never make the worker send a signed assertion to another host.
 
-A stream's cursor: `mark`/`mark_ids` (the newest `voidedTimeMillis`, or review
-`lastModified` second, stored by a completed walk and the ids at exactly it; the next
-lower bound), during a walk also `page` (the next page's token) and `run`/`run_ids`.
+A stream's cursor, a `worker.connectors.cursors.WalkCursor`: `mark`/`mark_ids` (the newest
+`voidedTimeMillis`, or review `lastModified` second, stored by a completed walk and the ids
+at exactly it; the next lower bound), during a walk also `page` (the next page's token) and
+`run`/`run_ids`.
 """
 
 from __future__ import annotations
@@ -56,18 +58,13 @@ from worker.connectors.base import (
     SyncTally,
     credential,
     reject_unknown,
+    select_streams,
     sync_streams,
 )
+from worker.connectors.cursors import EPOCH, WalkCursor, WalkKeys, epoch
 from worker.connectors.errors import AuthFailed, MalformedResponse, RequestRejected
-from worker.connectors.http import (
-    HeaderAuth,
-    HttpOptions,
-    ProviderClient,
-    ProviderSession,
-    json_type,
-    require,
-)
-from worker.connectors.revenuecat import WalkCursor
+from worker.connectors.http import HeaderAuth, HttpOptions, ProviderClient, ProviderSession
+from worker.connectors.responses import error_fields, json_type, require
 
 # The documented token endpoint, and the one older key files name.
 GOOGLE_TOKEN_URIS = (
@@ -79,6 +76,9 @@ GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_LIFETIME = 3600  # seconds: Google's maximum for the signed assertion
 REFRESH_MARGIN = 300.0  # seconds before expiry a token is renewed, so no call meets a dead one
 VOIDED_WINDOW = timedelta(days=30)  # startTime may not reach further back
+# The token endpoint's OAuth errors that mean the key itself is refused (RFC 6749 §5.2).
+AUTH_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+CURSOR = WalkKeys(EPOCH)
 _PACKAGE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
 
 
@@ -116,18 +116,12 @@ class GooglePlayConnector(HttpConnector):
     provider = Provider.GOOGLE_PLAY_CONSOLE
     required_credentials: tuple[str, ...] = ("service_account_json", "package_name")
     default_base_url: ClassVar[str] = "https://androidpublisher.googleapis.com"
-
-    def __init__(
-        self, *, base_url: str | None = None, http: HttpOptions | None = None, page_size: int = 1000
-    ) -> None:
-        if not 1 <= page_size <= 1000:
-            raise ValueError("page_size must be between 1 and 1000")
-        super().__init__(base_url=base_url, http=http)
-        self.page_size = page_size
-        self._override = base_url.rstrip("/") + "/" if base_url else None
+    max_page_size: ClassVar[int] = max(stream.max_page for stream in STREAMS.values())
 
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
-        return ProviderClient(base_url, options=options, error_detail=_detail)
+        # The OAuth `error` code, or the API error's `status`; never a message.
+        detail = error_fields(("error",), ("error", "status"))
+        return ProviderClient(base_url, options=options, error_detail=detail)
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
         """The service account's JSON key file (as text) and the app's package name."""
@@ -143,11 +137,12 @@ class GooglePlayConnector(HttpConnector):
         oldest = int((ctx.now - VOIDED_WINDOW).timestamp() * 1000) + 60_000  # a minute's slack
 
         def sync_stream(name: str, tally: SyncTally) -> None:
-            cursor = WalkCursor.load(ctx.cursors.get(name), name, tally)
+            cursor = WalkCursor.restore(CURSOR, ctx.cursors.get(name), name, tally)
             size = min(self.page_size, STREAMS[name].max_page)
             _TokenWalk(api, base, name, size, cursor, sink, tally).run(oldest)
 
-        return sync_streams(tuple(STREAMS), sync_stream)
+        streams = select_streams(ctx.filters, [*STREAMS], provider=self.provider)
+        return sync_streams(streams, sync_stream)
 
     def _read(
         self, raw: Mapping[str, Any], *, check_key: bool
@@ -183,7 +178,8 @@ class GooglePlayConnector(HttpConnector):
         if not isinstance(key, rsa.RSAPrivateKey):
             raise InvalidCredentials(f"{prefix}: private_key must be an RSA private key in PEM")
         uri = info["token_uri"]
-        if uri not in GOOGLE_TOKEN_URIS and not (self._override and uri.startswith(self._override)):
+        override = self.base_url.rstrip("/") + "/" if self.base_url else None
+        if uri not in GOOGLE_TOKEN_URIS and not (override and uri.startswith(override)):
             raise InvalidCredentials(f"{prefix}: token_uri must be Google's token endpoint")
         return _ServiceAccount(info["client_email"], uri, key)
 
@@ -193,16 +189,6 @@ class _ServiceAccount:
     client_email: str
     token_uri: str
     key: rsa.RSAPrivateKey = field(repr=False)
-
-
-def _detail(response: httpx.Response) -> str | None:
-    """The OAuth `error` code or the API error's `status`; never a message."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return None
-    detail = error.get("status") if isinstance(error, dict) else error
-    return detail if isinstance(detail, str) else None
 
 
 class _AccessToken:
@@ -229,7 +215,7 @@ class _AccessToken:
             form = {"grant_type": GRANT_TYPE, "assertion": assertion}
             payload = self._session.post_form(uri, form)
         except RequestRejected as exc:
-            if exc.status == 400:  # invalid_grant and kin: the key itself is refused
+            if exc.code in AUTH_ERRORS:
                 raise AuthFailed(str(exc)) from exc
             raise
         self._token = require(payload, "access_token", str, endpoint=f"POST {uri}")
@@ -247,16 +233,15 @@ class _TokenWalk:
     base: str
     name: str
     page_size: int
-    cursor: WalkCursor
+    cursor: WalkCursor[int]
     sink: PageSink
     tally: SyncTally
     unreadable: int = 0
 
     def run(self, oldest: int) -> None:
-        stream, first = STREAMS[self.name], True
+        stream = STREAMS[self.name]
         while True:
-            payload = self._fetch(first, oldest)
-            first = False
+            payload = self._fetch(oldest)
             if not isinstance(payload, dict):
                 raise MalformedResponse(
                     f"{self.endpoint}: expected an object, got {json_type(payload)}"
@@ -282,21 +267,16 @@ class _TokenWalk:
     def endpoint(self) -> str:
         return f"GET {self.base}{STREAMS[self.name].path}"
 
-    def _fetch(self, first: bool, oldest: int) -> Any:
-        path = self.base + STREAMS[self.name].path
-        try:
-            return self.api.get_json(path, self._params(oldest))
-        except RequestRejected:
-            if not (first and self.cursor.page):
-                raise
-        # The page token a crashed run stored has expired: walk again from the mark.
-        self.tally.warn(f"{self.name}: stored page token expired; listed again from the mark")
-        self.cursor.page = None
-        return self.api.get_json(path, self._params(oldest))
+    def _fetch(self, oldest: int) -> Any:
+        def fetch() -> Any:
+            return self.api.get_json(self.base + STREAMS[self.name].path, self._params(oldest))
+
+        expired = f"{self.name}: stored page token expired; listed again from the mark"
+        return self.cursor.fetch(fetch, self.tally, expired)
 
     def _params(self, oldest: int) -> dict[str, Any]:
         params: dict[str, Any] = {"maxResults": self.page_size}
-        voided, mark = self.name == "voided_purchases", self.cursor.mark.at
+        voided, mark = self.name == "voided_purchases", self.cursor.mark.bound
         if voided:
             params["type"] = 1
         if self.cursor.page:
@@ -311,17 +291,9 @@ class _TokenWalk:
         records: list[Record] = []
         for obj in items:
             key = stream.key(obj) if isinstance(obj, dict) else None
-            stamp = _integer(stream.stamp(obj)) if isinstance(obj, dict) else None
+            stamp = epoch(stream.stamp(obj)) if isinstance(obj, dict) else None
             if not isinstance(key, str) or stamp is None:
                 self.unreadable += 1
-            elif not self.cursor.mark.covers(key, stamp):
-                self.cursor.run.add(key, stamp)
+            elif self.cursor.take(key, stamp):
                 records.append((key, obj))
         return tuple(records)
-
-
-def _integer(value: object) -> int | None:
-    """A JSON int64, which Google sends as a decimal string."""
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

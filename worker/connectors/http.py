@@ -3,7 +3,10 @@
 A connector owns one `ProviderClient` (one `httpx.Client`, so one connection
 pool, per connector instance) and, per sync, binds the integration's
 credentials with `ProviderClient.authorized(...)`, which returns a
-`ProviderSession` with `get_json`, `get_bytes`, `post_form` and `post_json`.
+`ProviderSession` with `get_json`, `get_json_with_headers`, `get_bytes`,
+`post_form` and `post_json`. Providers with a host per customer (a Shopify shop,
+a WooCommerce store) give the session that host as its `base_url`: the one pool
+serves every customer.
 
 Classification happens here and nowhere else:
 
@@ -11,13 +14,15 @@ Classification happens here and nowhere else:
 - 401/403: `AuthFailed`, at once.
 - timeouts, connection errors, 408, 429, 5xx: retried with exponential backoff
   and full jitter, honouring `Retry-After` (seconds or HTTP-date) and, for 429,
-  the provider's rate-limit headers; after `RetryPolicy.attempts` tries, or as
-  soon as the server asks for a wait longer than `RetryPolicy.max_delay`,
-  `TransientError(retry_after=...)` goes to the task, which retries later.
-- any other status: `RequestRejected`.
+  the provider's rate-limit headers (`worker.connectors.rate_limits`); after
+  `RetryPolicy.attempts` tries, or as soon as the server asks for a wait longer
+  than `RetryPolicy.max_delay`, `TransientError(retry_after=...)` goes to the
+  task, which retries later.
+- any other status: `RequestRejected`, carrying the provider's error code.
 
-Messages name `METHOD /path` only: never the query string, a header or the
-provider's free-text message, so secrets cannot leak into them.
+Messages name `METHOD /path` only: never the host a session adds, the query
+string, a header or the provider's free-text message, so secrets cannot leak
+into them.
 """
 
 from __future__ import annotations
@@ -26,36 +31,17 @@ import random as _random
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import httpx
 import structlog
 
-from worker.connectors.errors import AuthFailed, MalformedResponse, RequestRejected, TransientError
+from worker.connectors.errors import AuthFailed, RequestRejected, TransientError
+from worker.connectors.rate_limits import RateLimitHook, parse_retry_after, rate_limit_wait
+from worker.connectors.responses import ErrorDetail, decode_json
 
 log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
-
-# Reads a provider's rate-limit headers: seconds to wait before the next call, or None.
-RateLimitHook = Callable[[httpx.Response, float], "float | None"]
-# Extracts a safe, short detail (an error type or code, never free text) from an error body.
-ErrorDetail = Callable[[httpx.Response], "str | None"]
-
-# Reset values above this are epoch seconds; as a delta it would be thirty years.
-EPOCH_THRESHOLD = 1_000_000_000
-JSON_TYPES = {
-    dict: "an object",
-    list: "an array",
-    str: "a string",
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    type(None): "null",
-}
 
 
 @dataclass(frozen=True)
@@ -105,63 +91,6 @@ class BearerAuth(HeaderAuth):
         super().__init__(lambda _: {"Authorization": f"Bearer {token}"})
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a `Retry-After` value (delta seconds or an HTTP-date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def rate_limit_wait(response: httpx.Response, now: float) -> float | None:
-    """Seconds until reset when `RateLimit-*` or `X-RateLimit-*` headers say none is left."""
-    for prefix in ("ratelimit-", "x-ratelimit-"):
-        remaining = _number(response.headers.get(prefix + "remaining"))
-        if remaining is None:
-            continue
-        reset = _number(response.headers.get(prefix + "reset"))
-        if remaining > 0 or reset is None:
-            return None
-        return max(0.0, reset - now) if reset > EPOCH_THRESHOLD else reset
-    return None
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def require(payload: Any, key: str, kind: type[T], *, endpoint: str) -> T:
-    """The value at `key` of a JSON object, or `MalformedResponse` naming endpoint and key."""
-    if not isinstance(payload, dict):
-        raise MalformedResponse(f"{endpoint}: expected an object, got {json_type(payload)}")
-    if key not in payload:
-        raise MalformedResponse(f"{endpoint}: missing key {key!r}")
-    value = payload[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        expected = JSON_TYPES.get(kind, kind.__name__)
-        raise MalformedResponse(
-            f"{endpoint}: key {key!r} should be {expected}, got {json_type(value)}"
-        )
-    return value
-
-
-def json_type(value: object) -> str:
-    """How a decoded JSON value's type reads in an error message."""
-    return JSON_TYPES.get(type(value), type(value).__name__)
-
-
 class _Failure(NamedTuple):
     reason: str
     retry_after: float | None
@@ -173,14 +102,14 @@ class ProviderClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str = "",
         *,
         options: HttpOptions | None = None,
         headers: Mapping[str, str] | None = None,
         rate_limit: RateLimitHook = rate_limit_wait,
         error_detail: ErrorDetail | None = None,
     ) -> None:
-        """`error_detail` None: no detail, error bodies are not trusted to be secret-free."""
+        """`base_url` "": each session names its host; `error_detail` None: no detail."""
         self.options = options or HttpOptions()
         self.rate_limit = rate_limit
         self._error_detail = error_detail
@@ -197,28 +126,38 @@ class ProviderClient:
         )
 
     def authorized(
-        self, auth: httpx.Auth | None = None, headers: Mapping[str, str] | None = None
+        self,
+        auth: httpx.Auth | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        base_url: str | None = None,
     ) -> ProviderSession:
-        """A view of this client that sends one integration's credentials; shares the pool."""
-        return ProviderSession(self, auth, dict(headers or {}))
+        """A view of this client sending one integration's credentials; it shares the pool.
+
+        `base_url`, when given, is that integration's own host (a Shopify shop, a
+        WooCommerce store), used instead of the client's.
+        """
+        return ProviderSession(self, auth, dict(headers or {}), base_url)
 
     def request(
         self,
         method: str,
         path: str,
         *,
+        base_url: str | None = None,
         auth: httpx.Auth | None = None,
         headers: Mapping[str, str] | None = None,
         **content: Any,
     ) -> httpx.Response:
         """Send one call, retrying transient failures; a 2xx response or an exception."""
-        endpoint = f"{method} {path}"
+        endpoint = f"{method} {path.partition('?')[0]}"
+        url = join_url(base_url, path) if base_url else path
         attempt = 0
         while True:
             attempt += 1
             try:
                 response = self._http.request(
-                    method, path, auth=auth or httpx.USE_CLIENT_DEFAULT, headers=headers, **content
+                    method, url, auth=auth or httpx.USE_CLIENT_DEFAULT, headers=headers, **content
                 )
             except httpx.TransportError as exc:  # connection refused/reset, every timeout
                 failure = _Failure(type(exc).__name__, None, exc)
@@ -239,7 +178,7 @@ class ProviderClient:
             raise AuthFailed(f"{endpoint}: {reason}")
         if status in (408, 429) or status >= 500:
             return _Failure(reason, self._retry_after(response))
-        raise RequestRejected(f"{endpoint}: {reason}", status=status)
+        raise RequestRejected(f"{endpoint}: {reason}", status=status, code=detail)
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         now = self.options.wall_clock()
@@ -277,6 +216,14 @@ class ProviderClient:
         self.close()
 
 
+class JsonResponse(NamedTuple):
+    """A decoded JSON body with the headers that came with it (paging links, totals)."""
+
+    body: Any
+    headers: httpx.Headers
+    links: dict[str | None, dict[str, str]]  # the `Link` header by rel, as httpx parses it
+
+
 @dataclass
 class ProviderSession:
     """Calls made with one integration's credentials, paced by the provider's rate limits."""
@@ -284,11 +231,19 @@ class ProviderSession:
     _client: ProviderClient
     _auth: httpx.Auth | None = field(repr=False)
     _headers: dict[str, str] = field(repr=False)
+    _base_url: str | None = None  # None: the client's
     _pause: float = 0.0
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET a JSON document."""
-        return _decode(self.send("GET", path, params=params), f"GET {path}")
+        return self.get_json_with_headers(path, params).body
+
+    def get_json_with_headers(
+        self, path: str, params: Mapping[str, Any] | None = None
+    ) -> JsonResponse:
+        """GET a JSON document with its headers, for lists paged by `Link` or counted in one."""
+        response = self.send("GET", path, params=params)
+        return JsonResponse(decode_json(response, f"GET {path}"), response.headers, response.links)
 
     def get_bytes(self, path: str, params: Mapping[str, Any] | None = None) -> bytes:
         """GET a non-JSON body (a gzip report, a CSV) as raw bytes."""
@@ -296,11 +251,11 @@ class ProviderSession:
 
     def post_form(self, path: str, data: Mapping[str, str]) -> Any:
         """POST a form (OAuth token exchanges) and decode the JSON answer."""
-        return _decode(self.send("POST", path, data=data), f"POST {path}")
+        return decode_json(self.send("POST", path, data=data), f"POST {path}")
 
     def post_json(self, path: str, body: Any) -> Any:
         """POST a JSON body and decode the JSON answer."""
-        return _decode(self.send("POST", path, json=body), f"POST {path}")
+        return decode_json(self.send("POST", path, json=body), f"POST {path}")
 
     def send(self, method: str, path: str, **content: Any) -> httpx.Response:
         """One call, first waiting out a budget the previous answer said was spent."""
@@ -309,7 +264,12 @@ class ProviderSession:
             options.sleep(self._pause)
             self._pause = 0.0
         response = self._client.request(
-            method, path, auth=self._auth, headers=self._headers, **content
+            method,
+            path,
+            base_url=self._base_url,
+            auth=self._auth,
+            headers=self._headers,
+            **content,
         )
         wait = self._client.rate_limit(response, options.wall_clock())
         if wait:
@@ -317,8 +277,8 @@ class ProviderSession:
         return response
 
 
-def _decode(response: httpx.Response, endpoint: str) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise MalformedResponse(f"{endpoint}: response body is not valid JSON") from exc
+def join_url(base_url: str, path: str) -> str:
+    """`path` under `base_url`, keeping its sub-folder as httpx's own base URL does."""
+    if httpx.URL(path).is_absolute_url:
+        return path
+    return f"{base_url.rstrip('/')}/{path.lstrip('/')}"

@@ -3,8 +3,9 @@
 Documented API used (https://developer.paddle.com/api-reference, `Paddle-Version: 1`):
 
 - base `https://api.paddle.com` for live keys (`pdl_live_apikey_...`) and
-  `https://sandbox-api.paddle.com` for sandbox keys (`pdl_sdbx_apikey_...`), the key as
-  `Authorization: Bearer`; a configured `base_url` (tests, the demo) serves both;
+  `https://sandbox-api.paddle.com` for sandbox keys (`pdl_sdbx_apikey_...`; a sandbox
+  key's session names that host), the key as `Authorization: Bearer`; a configured
+  `base_url` (tests, the demo) serves both;
 - `GET /transactions` (`per_page` at most 30), `/subscriptions` and `/customers` (at most
   200; customers with `status=active,archived`, else archived ones are left out), answering
   `{"data": [...], "meta": {"pagination": {"per_page", "next", "has_more",
@@ -22,17 +23,18 @@ only what changed. Subscriptions and customers have no change filter and change 
 creation (status, email), so every run lists them in full; upserts make that idempotent.
 
 Cursors: transactions keep `updated_at` (the newest `updated_at` stored) and `skip_ids` (ids
-stored at exactly that instant), moved by every stored page; pages come oldest first, so
-that mark is also where a crashed run resumes. Subscriptions and customers keep `after` (the
-last id stored) while a listing is under way, and nothing once it completes.
+stored at exactly that instant), a `worker.connectors.cursors.Mark` moved by every stored
+page; pages come oldest first, so that mark is also where a crashed run resumes.
+Subscriptions and customers keep `after` (the last id stored) while a listing is under way,
+and nothing once it completes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import httpx
 import structlog
@@ -49,16 +51,13 @@ from worker.connectors.base import (
     SyncTally,
     credential,
     reject_unknown,
+    select_streams,
     sync_streams,
 )
-from worker.connectors.errors import ConfigurationError, MalformedResponse
-from worker.connectors.http import (
-    BearerAuth,
-    HttpOptions,
-    ProviderClient,
-    ProviderSession,
-    require,
-)
+from worker.connectors.cursors import INSTANT, Mark, MarkKeys, instant, restore
+from worker.connectors.errors import MalformedResponse
+from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient, ProviderSession
+from worker.connectors.responses import error_fields, require
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +72,7 @@ STREAM_PARAMS: dict[str, dict[str, str]] = {
     "subscriptions": {"order_by": "id[ASC]"},
     "customers": {"order_by": "id[ASC]", "status": "active,archived"},
 }
+MARK = MarkKeys(INSTANT, "updated_at", "skip_ids")
 
 
 class PaddleConnector(HttpConnector):
@@ -82,21 +82,11 @@ class PaddleConnector(HttpConnector):
     required_credentials: tuple[str, ...] = ("api_key",)
     default_base_url: ClassVar[str] = "https://api.paddle.com"
 
-    def __init__(self, *, base_url: str | None = None, http: HttpOptions | None = None) -> None:
-        super().__init__(base_url=base_url, http=http)
-        # Sandbox keys only work on the sandbox host: a second pool, unless one URL serves both.
-        self.sandbox_client = (
-            self.client if base_url else self.make_client(SANDBOX_URL, self.client.options)
-        )
-
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
         headers = {"Paddle-Version": API_VERSION}
-        return ProviderClient(base_url, options=options, headers=headers, error_detail=_detail)
-
-    def close(self) -> None:
-        super().close()
-        if self.sandbox_client is not self.client:
-            self.sandbox_client.close()
+        # Paddle's error type and code; never its `detail`, which is free text.
+        detail = error_fields(("error", "type"), ("error", "code"))
+        return ProviderClient(base_url, options=options, headers=headers, error_detail=detail)
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
         """`api_key`: a live (`pdl_live_`) or sandbox (`pdl_sdbx_`) Paddle Billing API key."""
@@ -110,89 +100,46 @@ class PaddleConnector(HttpConnector):
 
     def sync(self, ctx: SyncContext, sink: PageSink) -> SyncResult:
         key = self.validate_credentials(ctx.credentials)["api_key"]
-        client = self.sandbox_client if key.startswith(SANDBOX_PREFIX) else self.client
-        api = client.authorized(BearerAuth(key))
+        # Sandbox keys only work on the sandbox host, unless one URL serves both.
+        sandbox = key.startswith(SANDBOX_PREFIX) and not self.base_url
+        api = self.client.authorized(BearerAuth(key), base_url=SANDBOX_URL if sandbox else None)
 
         def sync_stream(stream: str, tally: SyncTally) -> None:
-            cursor = _StreamCursor.load(ctx.cursors.get(stream), stream, tally)
+            cursor = _StreamCursor.restore(ctx.cursors.get(stream), stream, tally)
             _StreamSync(api, stream, cursor, sink, tally).run()
             log.info("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
-        return sync_streams(_streams(ctx.filters), sync_stream)
-
-
-def _streams(filters: Mapping[str, Any]) -> tuple[str, ...]:
-    """The streams `filters["objects"]` selects (all three by default)."""
-    chosen = filters.get("objects")
-    if chosen is None:
-        return STREAMS
-    if not isinstance(chosen, list | tuple) or not chosen or set(chosen) - set(STREAMS):
-        raise ConfigurationError(f"paddle filters: objects must be some of {list(STREAMS)}")
-    return tuple(name for name in STREAMS if name in chosen)
-
-
-def _detail(response: httpx.Response) -> str | None:
-    """Paddle's error type and code; never its `detail`, which is free text."""
-    try:
-        error = response.json()["error"]
-        parts = [error.get("type"), error.get("code")]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return "/".join(part for part in parts if isinstance(part, str)) or None
-
-
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
+        streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
+        return sync_streams(streams, sync_stream)
 
 
 @dataclass
 class _StreamCursor:
-    """One stream's position (see the module docstring)."""
+    """One stream's position: the transactions' mark, or a listing's last id (`after`)."""
 
-    updated_at: str | None = None
-    skip_ids: set[str] = field(default_factory=set)
+    mark: Mark[datetime]
     after: str | None = None
 
     @classmethod
-    def load(cls, stored: Mapping[str, Any] | None, stream: str, tally: SyncTally) -> _StreamCursor:
-        """The stored cursor; an unreadable one restarts the stream (upserts make that safe)."""
-        stored = stored or {}
-        bound, ids, after = (
-            stored.get("updated_at"),
-            stored.get("skip_ids", []),
-            stored.get("after"),
-        )
-        if (
-            (bound is not None and _instant(bound) is None)
-            or not isinstance(ids, list)
-            or not isinstance(after, str | None)
-        ):
-            tally.warn(f"{stream}: stored cursor unreadable; synced from the start")
-            return cls()
-        return cls(bound, set(ids), after)
+    def restore(cls, stored: Mapping[str, Any] | None, stream: str, tally: SyncTally) -> Self:
+        """The stored cursor; an unreadable one restarts the stream with a warning."""
+        return restore(stream, tally, lambda: cls._load(stored or {}), lambda: cls(Mark(MARK)))
+
+    @classmethod
+    def _load(cls, stored: Mapping[str, Any]) -> Self:
+        after = stored.get("after")
+        if after is not None and not isinstance(after, str):
+            raise TypeError("after is not an id")
+        return cls(MARK.load(stored), after)
 
     def params(self) -> dict[str, str]:
-        if self.updated_at is not None:
-            return {"updated_at[GTE]": self.updated_at}
+        if self.mark.at is not None:
+            return {"updated_at[GTE]": str(self.mark.at)}
         return {"after": self.after} if self.after is not None else {}
 
-    def saw(self, external_id: str, updated_at: str) -> None:
-        """Move the mark to a stored transaction's `updated_at` if it is the newest so far."""
-        updated, bound = _instant(updated_at), _instant(self.updated_at)
-        if bound is None or (updated is not None and updated > bound):
-            self.updated_at, self.skip_ids = updated_at, {external_id}
-        elif updated == bound:
-            self.skip_ids.add(external_id)
-
     def dump(self) -> dict[str, Any]:
-        if self.updated_at is not None:
-            return {"updated_at": self.updated_at, "skip_ids": sorted(self.skip_ids)}
+        if self.mark.at is not None:
+            return self.mark.dump()
         return {"after": self.after} if self.after is not None else {}
 
 
@@ -226,7 +173,7 @@ class _StreamSync:
             more = require(pagination, "has_more", bool, endpoint=f"{self.endpoint} pagination")
             records = self._records(data)
             if not more and not self.incremental:
-                self.cursor = _StreamCursor()  # listed in full: the next run starts over
+                self.cursor = _StreamCursor(Mark(MARK))  # listed in full: the next run starts over
             self.tally.store(self.sink, Page(self.stream, records, self.cursor.dump()))
             if not more:
                 break
@@ -248,18 +195,16 @@ class _StreamSync:
     def _records(self, data: list[Any]) -> tuple[Record, ...]:
         """The page's new records, moving the cursor past them; unreadable ones are counted."""
         records: list[Record] = []
-        bound, skip = _instant(self.cursor.updated_at), set(self.cursor.skip_ids)
+        mark = self.cursor.mark
         for obj in data:
             external_id = obj.get("id") if isinstance(obj, dict) else None
             updated_at = obj.get("updated_at") if isinstance(obj, dict) else None
-            if not isinstance(external_id, str) or (
-                self.incremental and _instant(updated_at) is None
-            ):
+            if not isinstance(external_id, str) or (self.incremental and not instant(updated_at)):
                 self.unreadable += 1
             elif not self.incremental:
                 self.cursor.after = external_id
                 records.append((external_id, obj))
-            elif not (_instant(updated_at) == bound and external_id in skip):
-                self.cursor.saw(external_id, str(updated_at))
+            elif not mark.holds(external_id, str(updated_at)):
+                mark.add(external_id, str(updated_at))
                 records.append((external_id, obj))
         return tuple(records)

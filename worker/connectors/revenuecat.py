@@ -20,18 +20,24 @@ request) and fetches subscriptions and purchases only for customers that are new
 `last_seen_at` passed the stored mark. Changes in between (a renewal of a customer who did
 not open the app) arrive by RevenueCat's webhooks (`worker.connectors.webhooks`).
 
-The "customers" cursor: `mark`/`mark_ids`, the newest `last_seen_at` stored by a completed
-walk and the customers at exactly it; during a walk also `page` (the last customer stored,
-the `starting_after` to resume from after a crash) and `run`/`run_ids` (the walk's future
-mark). A page's subscriptions and purchases are stored before the customers page that
-advances the cursor: a crash between them re-fetches that page; upserts make that harmless.
+`filters["objects"]` chooses among customers, subscriptions and purchases; the customer list
+is walked whichever are chosen, since it finds what changed.
+
+The walk's cursor, a `worker.connectors.cursors.WalkCursor` kept under "customers":
+`mark`/`mark_ids`, the newest `last_seen_at` stored by a completed walk and the customers at
+exactly it; during a walk also `page` (the last customer stored, the `starting_after` to
+resume from after a crash) and `run`/`run_ids` (the walk's future mark); and `objects` when
+fewer than all three kinds were chosen: a mark covering fewer kinds than are now chosen is not
+trusted, and the walk starts over. A page's subscriptions and purchases are stored before the
+customers page that advances the cursor: a crash between them re-fetches that page; upserts
+make that harmless.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -49,15 +55,20 @@ from worker.connectors.base import (
     SyncTally,
     credential,
     reject_unknown,
+    select_streams,
     sync_streams,
 )
+from worker.connectors.cursors import EPOCH, WalkCursor, WalkKeys
 from worker.connectors.errors import MalformedResponse, ProviderError
-from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient, ProviderSession, require
+from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient, ProviderSession
+from worker.connectors.responses import error_fields, require
 
 MAX_PAGE_SIZE = 100  # the documented upper clamp of `limit`
 RATE_WINDOW = 60.0  # seconds: RevenueCat counts requests per minute
 STREAM = "customers"
 CHILDREN = ("subscriptions", "purchases")
+OBJECTS = (STREAM, *CHILDREN)
+CURSOR = WalkKeys(EPOCH)
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")  # it goes into the path: no '/', '?', '%'
 
 
@@ -67,22 +78,12 @@ class RevenueCatConnector(HttpConnector):
     provider = Provider.REVENUECAT
     required_credentials: tuple[str, ...] = ("secret_key", "project_id")
     default_base_url: ClassVar[str] = "https://api.revenuecat.com"
-
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        http: HttpOptions | None = None,
-        page_size: int = MAX_PAGE_SIZE,
-    ) -> None:
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
-        super().__init__(base_url=base_url, http=http)
-        self.page_size = page_size
+    max_page_size: ClassVar[int] = MAX_PAGE_SIZE
 
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
+        detail = error_fields(("type",))  # RevenueCat's error `type`; never its message
         return ProviderClient(
-            base_url, options=options, rate_limit=_rate_limit, error_detail=_detail
+            base_url, options=options, rate_limit=_rate_limit, error_detail=detail
         )
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
@@ -102,23 +103,19 @@ class RevenueCatConnector(HttpConnector):
 
     def sync(self, ctx: SyncContext, sink: PageSink) -> SyncResult:
         credentials = self.validate_credentials(ctx.credentials)
+        objects = select_streams(ctx.filters, OBJECTS, provider=self.provider)
         api = self.client.authorized(BearerAuth(credentials["secret_key"]))
         path = f"/v2/projects/{credentials['project_id']}/customers"
 
         def sync_stream(stream: str, tally: SyncTally) -> None:
-            cursor = WalkCursor.load(ctx.cursors.get(stream), stream, tally)
-            _CustomerWalk(api, path, self.page_size, cursor, sink, tally).run()
+            stored = ctx.cursors.get(stream) or {}
+            cursor = WalkCursor.restore(CURSOR, stored, stream, tally)
+            covered = stored.get("objects", OBJECTS)
+            if not isinstance(covered, list | tuple) or any(o not in covered for o in objects):
+                cursor = WalkCursor.start(CURSOR)  # its mark covers fewer kinds than chosen
+            _CustomerWalk(api, path, self.page_size, cursor, objects, sink, tally).run()
 
         return sync_streams((STREAM,), sync_stream)
-
-
-def _detail(response: httpx.Response) -> str | None:
-    """RevenueCat's error `type`; never its message."""
-    try:
-        kind = response.json().get("type")
-    except (ValueError, AttributeError):
-        return None
-    return kind if isinstance(kind, str) else None
 
 
 def _rate_limit(response: httpx.Response, now: float) -> float | None:
@@ -137,87 +134,14 @@ def _rate_limit(response: httpx.Response, now: float) -> float | None:
 
 
 @dataclass
-class Mark:
-    """A high-water mark and the ids stored at exactly it: an inclusive bound repeating nothing.
-
-    Shared with `google_play`; it belongs beside `SyncTally` in `base` (Stripe's cursor holds
-    the same idea), where it should move.
-    """
-
-    at: int | None = None
-    ids: set[str] = field(default_factory=set)
-
-    @classmethod
-    def load(cls, stored: Mapping[str, Any], name: str) -> Mark:
-        at, ids = stored.get(name), stored.get(f"{name}_ids", [])
-        if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
-            raise TypeError(f"{name} is not an integer")
-        if not isinstance(ids, list) or not all(isinstance(one, str) for one in ids):
-            raise TypeError(f"{name}_ids is not a list of ids")
-        return cls(at, set(ids))
-
-    def covers(self, key: str, value: int) -> bool:
-        return self.at is not None and (value < self.at or (value == self.at and key in self.ids))
-
-    def add(self, key: str, value: int) -> None:
-        if self.at is None or value > self.at:
-            self.at, self.ids = value, {key}
-        elif value == self.at:
-            self.ids.add(key)
-
-    def absorb(self, other: Mark) -> None:
-        if other.at is not None and other.at == self.at:
-            self.ids |= other.ids
-        elif other.at is not None and (self.at is None or other.at > self.at):
-            self.at, self.ids = other.at, set(other.ids)
-
-    def dump(self, name: str) -> dict[str, Any]:
-        return {} if self.at is None else {name: self.at, f"{name}_ids": sorted(self.ids)}
-
-
-@dataclass
-class WalkCursor:
-    """A stream walked in full each sync, stored only where changed: `mark`/`mark_ids` from the
-    last completed walk, and while one is under way `page` (where to resume) and `run`/`run_ids`.
-
-    Shared with `google_play` (`page` is a page token there); see `Mark`.
-    """
-
-    mark: Mark = field(default_factory=Mark)
-    run: Mark = field(default_factory=Mark)
-    page: str | None = None
-
-    @classmethod
-    def load(cls, stored: Mapping[str, Any] | None, stream: str, tally: SyncTally) -> WalkCursor:
-        """The stored cursor; an unreadable one restarts the walk (upserts make that safe)."""
-        stored = stored or {}
-        page = stored.get("page")
-        try:
-            if page is not None and not isinstance(page, str):
-                raise TypeError("page is not text")
-            return cls(Mark.load(stored, "mark"), Mark.load(stored, "run"), page)
-        except TypeError as exc:
-            tally.warn(f"{stream}: stored cursor unreadable ({exc}); synced from the start")
-            return cls()
-
-    def finish(self) -> None:
-        """The walk reached the end: its newest stamp becomes the mark."""
-        self.mark.absorb(self.run)
-        self.run, self.page = Mark(), None
-
-    def dump(self) -> dict[str, Any]:
-        page = {"page": self.page} if self.page else {}
-        return {**self.mark.dump("mark"), **self.run.dump("run"), **page}
-
-
-@dataclass
 class _CustomerWalk:
     """Pages through the customers, storing changed ones with their subscriptions and purchases."""
 
     api: ProviderSession
     path: str
     page_size: int
-    cursor: WalkCursor
+    cursor: WalkCursor[int]
+    objects: tuple[str, ...]
     sink: PageSink
     tally: SyncTally
     unreadable: int = 0
@@ -231,7 +155,7 @@ class _CustomerWalk:
             changed, last_id = self._changed(items)
             if more and last_id is None:
                 raise MalformedResponse(f"{self.endpoint}: no item with an id to page after")
-            for child in CHILDREN:
+            for child in (name for name in CHILDREN if name in self.objects):
                 records = tuple(record for obj in changed for record in self._children(obj, child))
                 if records:
                     self.tally.store(self.sink, Page(child, records, None))
@@ -239,8 +163,8 @@ class _CustomerWalk:
                 self.cursor.page = last_id
             else:
                 self.cursor.finish()
-            customers = tuple((obj["id"], obj) for obj in changed)
-            self.tally.store(self.sink, Page(STREAM, customers, self.cursor.dump()))
+            customers = tuple((obj["id"], obj) for obj in changed if STREAM in self.objects)
+            self.tally.store(self.sink, Page(STREAM, customers, self._dump()))
         if self.unreadable:
             self.tally.warn(
                 f"{STREAM}: skipped {self.unreadable} items without a readable id/last_seen_at"
@@ -249,6 +173,10 @@ class _CustomerWalk:
     @property
     def endpoint(self) -> str:
         return f"GET {self.path}"
+
+    def _dump(self) -> dict[str, Any]:
+        narrowed = {"objects": list(self.objects)} if self.objects != OBJECTS else {}
+        return {**self.cursor.dump(), **narrowed}
 
     def _params(self, after: str | None) -> dict[str, Any]:
         return {"limit": self.page_size, **({"starting_after": after} if after else {})}
@@ -264,8 +192,7 @@ class _CustomerWalk:
                 last_id = key
             if not isinstance(key, str) or not isinstance(seen, int) or isinstance(seen, bool):
                 self.unreadable += 1
-            elif not self.cursor.mark.covers(key, seen):
-                self.cursor.run.add(key, seen)
+            elif self.cursor.take(key, seen):
                 changed.append(obj)
         return changed, last_id
 

@@ -17,11 +17,13 @@ Documented API used (https://shopify.dev/docs/api/admin-rest, version `2024-10` 
   bucket to drain back (`call_limit_wait`); a 429 with `Retry-After` is waited out by the HTTP
   layer. Errors are `{"errors": <free text>}`, so messages carry the status only.
 
-Where requests go: each integration's shop is its own host, so a sync uses a client for
-`https://{shop_domain}`, closed when the sync ends. A configured `base_url` (tests, the demo's
-fake) replaces that host for every shop: the fake tells shops apart by their token.
+Where requests go: each integration's shop is its own host, so a sync's session sends to
+`https://{shop_domain}` through the connector's one pooled client. A configured `base_url`
+(tests, the demo's fake) replaces that host for every shop: the fake tells shops apart by
+their token.
 
-A stream's cursor, by `updated_at` (ISO 8601 with offset, compared as instants):
+A stream's cursor, a `worker.connectors.cursors.WalkCursor` by `updated_at` (ISO 8601 with
+offset, compared as instants):
 `updated_at_min` (the newest `updated_at` stored, the next run's lower bound) and `skip_ids`
 (the ids at exactly that instant already stored); while a run is under way also `page_info`
 (the next page, to resume after a crash) and `newest`/`newest_ids` (the run's future bound).
@@ -31,9 +33,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import structlog
@@ -41,6 +43,7 @@ import structlog
 from models.errors import InvalidCredentials
 from models.status import Provider
 from worker.connectors.base import (
+    HttpConnector,
     Page,
     PageSink,
     Record,
@@ -49,11 +52,12 @@ from worker.connectors.base import (
     SyncTally,
     credential,
     reject_unknown,
+    select_streams,
     sync_streams,
 )
-from worker.connectors.errors import ConfigurationError, MalformedResponse, RequestRejected
+from worker.connectors.cursors import INSTANT, WalkCursor, WalkKeys, instant
+from worker.connectors.errors import MalformedResponse
 from worker.connectors.http import HeaderAuth, HttpOptions, ProviderClient, ProviderSession
-from worker.connectors.http import _decode as decode_json  # public calls give no headers
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +72,7 @@ CALL_LIMIT_HEADER = "x-shopify-shop-api-call-limit"
 BUCKET_HIGH_WATER = 0.8
 # Every plan's bucket leaks its size in 20 seconds (40 at 2/s, 80 at 4/s, 400 at 20/s).
 BUCKET_DRAIN_SECONDS = 20.0
+CURSOR = WalkKeys(INSTANT, ("updated_at_min", "skip_ids"), ("newest", "newest_ids"), "page_info")
 
 
 def call_limit_wait(response: httpx.Response, now: float) -> float | None:
@@ -83,32 +88,15 @@ def call_limit_wait(response: httpx.Response, now: float) -> float | None:
     return excess * BUCKET_DRAIN_SECONDS / bucket
 
 
-class ShopifyConnector:
+class ShopifyConnector(HttpConnector):
     """Syncs a Shopify shop's orders, customers and products."""
 
     provider = Provider.SHOPIFY
     required_credentials: tuple[str, ...] = ("shop_domain", "access_token")
+    max_page_size: ClassVar[int] = MAX_PAGE_SIZE
 
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        http: HttpOptions | None = None,
-        page_size: int = MAX_PAGE_SIZE,
-    ) -> None:
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
-        self.base_url = base_url  # None: every shop's own https://{shop_domain}
-        self.options = http or HttpOptions()
-        self.page_size = page_size
-
-    def client_for(self, shop_domain: str) -> ProviderClient:
-        """A client for one shop (see the module docstring); the caller closes it."""
-        return ProviderClient(
-            self.base_url or f"https://{shop_domain}",
-            options=self.options,
-            rate_limit=call_limit_wait,
-        )
+    def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
+        return ProviderClient(base_url, options=options, rate_limit=call_limit_wait)
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
         """`shop_domain` (`<name>.myshopify.com`) and `access_token` (`shpat_...`)."""
@@ -127,100 +115,17 @@ class ShopifyConnector:
 
     def sync(self, ctx: SyncContext, sink: PageSink) -> SyncResult:
         credentials = self.validate_credentials(ctx.credentials)
-        streams = _streams(ctx.filters)
-        token = credentials["access_token"]
-        with self.client_for(credentials["shop_domain"]) as client:
-            api = client.authorized(HeaderAuth(lambda _: {"X-Shopify-Access-Token": token}))
+        streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
+        token, shop = credentials["access_token"], f"https://{credentials['shop_domain']}"
+        auth = HeaderAuth(lambda _: {"X-Shopify-Access-Token": token})
+        api = self.client.authorized(auth, base_url=self.base_url or shop)
 
-            def sync_stream(stream: str, tally: SyncTally) -> None:
-                cursor = _StreamCursor.load(ctx.cursors.get(stream), stream, tally)
-                _StreamSync(api, stream, self.page_size, cursor, sink, tally).run()
-                log.info("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
+        def sync_stream(stream: str, tally: SyncTally) -> None:
+            cursor = WalkCursor.restore(CURSOR, ctx.cursors.get(stream), stream, tally)
+            _StreamSync(api, stream, self.page_size, cursor, sink, tally).run()
+            log.info("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
-            return sync_streams(streams, sync_stream)
-
-    def close(self) -> None:
-        """Nothing pooled between syncs: each sync closes its shop's client."""
-
-
-def _streams(filters: Mapping[str, Any]) -> tuple[str, ...]:
-    """The streams `filters["objects"]` selects (all three by default)."""
-    chosen = filters.get("objects")
-    if chosen is None:
-        return STREAMS
-    if not isinstance(chosen, list | tuple) or not chosen or set(chosen) - set(STREAMS):
-        raise ConfigurationError(f"shopify filters: objects must be some of {list(STREAMS)}")
-    return tuple(name for name in STREAMS if name in chosen)
-
-
-def _instant(value: Any) -> datetime | None:
-    """An ISO 8601 timestamp with an offset as an aware datetime, else None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-@dataclass
-class _StreamCursor:
-    """One stream's position (see the module docstring); timestamps kept as Shopify wrote them."""
-
-    updated_at_min: str | None = None
-    skip_ids: set[str] = field(default_factory=set)
-    page_info: str | None = None
-    newest: str | None = None
-    newest_ids: set[str] = field(default_factory=set)
-
-    @classmethod
-    def load(cls, stored: Mapping[str, Any] | None, stream: str, tally: SyncTally) -> _StreamCursor:
-        """The stored cursor; an unreadable one restarts the stream (upserts make that safe)."""
-        stored = stored or {}
-        texts = ("updated_at_min", "page_info", "newest")
-        lists = ("skip_ids", "newest_ids")
-        bad = [k for k in texts if not isinstance(stored.get(k, ""), str)]
-        bad += [k for k in lists if not isinstance(stored.get(k, []), list)]
-        bad += [k for k in ("updated_at_min", "newest") if k in stored and not _instant(stored[k])]
-        if bad:
-            tally.warn(f"{stream}: stored cursor unreadable ({bad[0]}); synced from the start")
-            return cls()
-        return cls(
-            stored.get("updated_at_min"),
-            set(stored.get("skip_ids", [])),
-            stored.get("page_info"),
-            stored.get("newest"),
-            set(stored.get("newest_ids", [])),
-        )
-
-    def already_stored(self, external_id: str, updated: datetime) -> bool:
-        return updated == _instant(self.updated_at_min) and external_id in self.skip_ids
-
-    def saw(self, external_id: str, updated_at: str, updated: datetime) -> None:
-        newest = _instant(self.newest)
-        if newest is None or updated > newest:
-            self.newest, self.newest_ids = updated_at, {external_id}
-        elif updated == newest:
-            self.newest_ids.add(external_id)
-
-    def finish(self) -> None:
-        """The run reached the end: the newest seen becomes the next run's lower bound."""
-        if self.newest is not None:
-            if _instant(self.newest) == _instant(self.updated_at_min):
-                self.newest_ids |= self.skip_ids
-            self.updated_at_min, self.skip_ids = self.newest, self.newest_ids
-        self.page_info, self.newest, self.newest_ids = None, None, set()
-
-    def dump(self) -> dict[str, Any]:
-        dumped = {
-            "updated_at_min": self.updated_at_min,
-            "skip_ids": sorted(self.skip_ids),
-            "page_info": self.page_info,
-            "newest": self.newest,
-            "newest_ids": sorted(self.newest_ids),
-        }
-        return {key: value for key, value in dumped.items() if value not in (None, [])}
+        return sync_streams(streams, sync_stream)
 
 
 @dataclass
@@ -230,7 +135,7 @@ class _StreamSync:
     api: ProviderSession
     stream: str
     page_size: int
-    cursor: _StreamCursor
+    cursor: WalkCursor[datetime]
     sink: PageSink
     tally: SyncTally
     unreadable: int = 0
@@ -240,49 +145,39 @@ class _StreamSync:
         return f"/admin/api/{API_VERSION}/{self.stream}.json"
 
     def run(self) -> None:
-        first = True
         while True:
-            payload, next_page = self._fetch(first)
+            payload, next_page = self._fetch()
             items = payload.get(self.stream) if isinstance(payload, dict) else None
             if not isinstance(items, list):
                 raise MalformedResponse(f"GET {self.path}: missing list {self.stream!r}")
             records = self._records(items)
             if next_page:
-                self.cursor.page_info = next_page
+                self.cursor.page = next_page
             else:
                 self.cursor.finish()
             self.tally.store(self.sink, Page(self.stream, records, self.cursor.dump()))
             if not next_page:
                 break
-            first = False
         if self.unreadable:
             self.tally.warn(
                 f"{self.stream}: skipped {self.unreadable} objects without a readable id/updated_at"
             )
 
-    def _fetch(self, first: bool) -> tuple[Any, str | None]:
-        try:
-            return self._get()
-        except RequestRejected:
-            if not (first and self.cursor.page_info):
-                raise
-        # A crashed run's page_info no longer works (they are not meant to be kept): list
-        # again from the lower bound; re-stored records are upserts.
-        self.tally.warn(f"{self.stream}: resume point expired; listed again from the last run")
-        self.cursor.page_info = None
-        return self._get()
+    def _fetch(self) -> tuple[Any, str | None]:
+        # A crashed run's page_info may no longer work: they are not meant to be kept.
+        expired = f"{self.stream}: resume point expired; listed again from the last run"
+        return self.cursor.fetch(self._get, self.tally, expired)
 
     def _get(self) -> tuple[Any, str | None]:
         params: dict[str, Any] = {"limit": self.page_size}
-        if self.cursor.page_info:
-            params["page_info"] = self.cursor.page_info  # the filters travel inside it
+        if self.cursor.page:
+            params["page_info"] = self.cursor.page  # the filters travel inside it
         else:
             params.update(STREAM_PARAMS.get(self.stream, {}))
-            if self.cursor.updated_at_min:
-                params["updated_at_min"] = self.cursor.updated_at_min
-        response = self.api.send("GET", self.path, params=params)
-        payload = decode_json(response, f"GET {self.path}")
-        link = response.links.get("next", {}).get("url")
+            if self.cursor.mark.at is not None:
+                params["updated_at_min"] = self.cursor.mark.at
+        payload, _, links = self.api.get_json_with_headers(self.path, params)
+        link = links.get("next", {}).get("url")
         if link is None:
             return payload, None
         page_info = httpx.URL(link).params.get("page_info")
@@ -296,12 +191,8 @@ class _StreamSync:
         for obj in items:
             raw_id = obj.get("id") if isinstance(obj, dict) else None
             updated_at = obj.get("updated_at") if isinstance(obj, dict) else None
-            updated = _instant(updated_at)
-            if not isinstance(raw_id, int) or isinstance(raw_id, bool) or updated is None:
+            if not isinstance(raw_id, int) or isinstance(raw_id, bool) or not instant(updated_at):
                 self.unreadable += 1
-                continue
-            external_id = str(raw_id)
-            if not self.cursor.already_stored(external_id, updated):
-                self.cursor.saw(external_id, str(updated_at), updated)
-                records.append((external_id, obj))
+            elif self.cursor.take(str(raw_id), str(updated_at)):
+                records.append((str(raw_id), obj))
         return tuple(records)

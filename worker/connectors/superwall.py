@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-import httpx
 import structlog
 
 from models.clock import ensure_utc
@@ -38,7 +37,8 @@ from worker.connectors.base import (
     reject_unknown,
 )
 from worker.connectors.errors import ConfigurationError
-from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient, require
+from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient
+from worker.connectors.responses import error_fields, require
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,8 @@ class SuperwallConnector(HttpConnector):
     default_base_url: ClassVar[str] = "https://api.superwall.com"
 
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
-        return ProviderClient(base_url, options=options, error_detail=_detail)
+        detail = error_fields(("error", "code"))  # never its message
+        return ProviderClient(base_url, options=options, error_detail=detail)
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
         """An organization `api_key` (not a public `pk_` SDK key)."""
@@ -103,13 +104,3 @@ def _staleness(last: datetime | None, now: datetime, threshold: timedelta) -> st
         f"webhooks: no Superwall webhook data for {quiet.total_seconds() / 3600:.0f} hours "
         f"(last at {ensure_utc(last).isoformat()}); stale after {hours} hours"
     )
-
-
-def _detail(response: httpx.Response) -> str | None:
-    """The error's `code`; never its message."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else None

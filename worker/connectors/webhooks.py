@@ -47,17 +47,13 @@ from models.errors import IntegrationNotFound
 from models.records import store_page
 from models.status import Provider
 from worker.connectors.base import Record
-from worker.connectors.errors import ConnectorError
+from worker.connectors.errors import WebhookRejected
 
 log = structlog.get_logger(__name__)
 
 STREAM = "events"
 TOLERANCE = timedelta(minutes=5)  # the window Svix's own verification libraries allow
 SVIX_SECRET_PREFIX = "whsec_"  # noqa: S105 - the documented prefix of Svix secrets, not one
-
-
-class WebhookRejected(ConnectorError):
-    """Raised when a webhook delivery fails verification or cannot be parsed; nothing is stored."""
 
 
 def accept_webhook(

@@ -18,20 +18,20 @@ run fetches only new payments. Memberships change after creation (renewals, canc
 and no filter finds the changed ones, so every run lists them all; upserts make that
 idempotent. Changes to older payments (refunds) are not seen by this sync.
 
-A stream's cursor: `created_after` (the newest `created_at` stored) and `skip_ids` (the ids
-stored at exactly that instant, in case Whop's bound is inclusive), updated with every stored
-page. Pages come in ascending `created_at`, so that mark is also where a crashed run resumes;
-a completed memberships listing clears it, so the next run lists from the start.
+A stream's cursor, a `worker.connectors.cursors.Mark`: `created_after` (the newest
+`created_at` stored) and `skip_ids` (the ids stored at exactly that instant, in case Whop's
+bound is inclusive), updated with every stored page. Pages come in ascending `created_at`,
+so that mark is also where a crashed run resumes; a completed memberships listing clears it,
+so the next run lists from the start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-import httpx
 import structlog
 
 from models.errors import InvalidCredentials
@@ -46,23 +46,20 @@ from worker.connectors.base import (
     SyncTally,
     credential,
     reject_unknown,
+    select_streams,
     sync_streams,
 )
-from worker.connectors.errors import ConfigurationError, MalformedResponse
-from worker.connectors.http import (
-    BearerAuth,
-    HttpOptions,
-    ProviderClient,
-    ProviderSession,
-    json_type,
-    require,
-)
+from worker.connectors.cursors import INSTANT, Mark, MarkKeys, instant, restore
+from worker.connectors.errors import MalformedResponse
+from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient, ProviderSession
+from worker.connectors.responses import error_fields, json_type, require
 
 log = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50  # the largest page the legacy APIs documented; v1 names no maximum
 STREAMS = ("memberships", "payments")
 SNAPSHOT_STREAMS = frozenset({"memberships"})  # listed in full every run (no change filter)
+MARK = MarkKeys(INSTANT, "created_after", "skip_ids")
 
 
 class WhopConnector(HttpConnector):
@@ -71,21 +68,12 @@ class WhopConnector(HttpConnector):
     provider = Provider.WHOP
     required_credentials: tuple[str, ...] = ("api_key", "company_id")
     default_base_url: ClassVar[str] = "https://api.whop.com"
-
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        http: HttpOptions | None = None,
-        page_size: int = PAGE_SIZE,
-    ) -> None:
-        if not 1 <= page_size <= PAGE_SIZE:
-            raise ValueError(f"page_size must be between 1 and {PAGE_SIZE}")
-        super().__init__(base_url=base_url, http=http)
-        self.page_size = page_size
+    max_page_size: ClassVar[int] = PAGE_SIZE
 
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
-        return ProviderClient(base_url, options=options, error_detail=_detail)
+        # Whop's error type; never its message.
+        detail = error_fields(("error", "type"))
+        return ProviderClient(base_url, options=options, error_detail=detail)
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
         """`api_key` (a company API key) and `company_id` (`biz_...`)."""
@@ -104,71 +92,13 @@ class WhopConnector(HttpConnector):
         company = credentials["company_id"]
 
         def sync_stream(stream: str, tally: SyncTally) -> None:
-            cursor = _StreamCursor.load(ctx.cursors.get(stream), stream, tally)
+            stored = ctx.cursors.get(stream) or {}
+            cursor = restore(stream, tally, lambda: MARK.load(stored), lambda: Mark(MARK))
             _StreamSync(api, stream, company, self.page_size, cursor, sink, tally).run()
             log.info("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
-        return sync_streams(_streams(ctx.filters), sync_stream)
-
-
-def _streams(filters: Mapping[str, Any]) -> tuple[str, ...]:
-    """The streams `filters["objects"]` selects (both by default)."""
-    chosen = filters.get("objects")
-    if chosen is None:
-        return STREAMS
-    if not isinstance(chosen, list | tuple) or not chosen or set(chosen) - set(STREAMS):
-        raise ConfigurationError(f"whop filters: objects must be some of {list(STREAMS)}")
-    return tuple(name for name in STREAMS if name in chosen)
-
-
-def _detail(response: httpx.Response) -> str | None:
-    """Whop's error type; never its message."""
-    try:
-        kind = response.json()["error"]["type"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return kind if isinstance(kind, str) else None
-
-
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-@dataclass
-class _StreamCursor:
-    """One stream's position (see the module docstring)."""
-
-    created_after: str | None = None
-    skip_ids: set[str] = field(default_factory=set)
-
-    @classmethod
-    def load(cls, stored: Mapping[str, Any] | None, stream: str, tally: SyncTally) -> _StreamCursor:
-        """The stored cursor; an unreadable one restarts the stream (upserts make that safe)."""
-        stored = stored or {}
-        bound, ids = stored.get("created_after"), stored.get("skip_ids", [])
-        if (bound is not None and _instant(bound) is None) or not isinstance(ids, list):
-            tally.warn(f"{stream}: stored cursor unreadable; synced from the start")
-            return cls()
-        return cls(bound, set(ids))
-
-    def advance(self, external_id: str, created_at: str) -> None:
-        """Move the mark to a stored object's `created_at` if it is the newest so far."""
-        created, bound = _instant(created_at), _instant(self.created_after)
-        if bound is None or (created is not None and created > bound):
-            self.created_after, self.skip_ids = created_at, {external_id}
-        elif created == bound:
-            self.skip_ids.add(external_id)
-
-    def dump(self) -> dict[str, Any]:
-        if self.created_after is None:
-            return {}
-        return {"created_after": self.created_after, "skip_ids": sorted(self.skip_ids)}
+        streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
+        return sync_streams(streams, sync_stream)
 
 
 @dataclass
@@ -179,7 +109,7 @@ class _StreamSync:
     stream: str
     company: str
     page_size: int
-    cursor: _StreamCursor
+    cursor: Mark[datetime]
     sink: PageSink
     tally: SyncTally
     unreadable: int = 0
@@ -195,8 +125,8 @@ class _StreamSync:
             "order": "created_at",
             "direction": "asc",
         }
-        if self.cursor.created_after:
-            params["created_after"] = self.cursor.created_after
+        if self.cursor.at is not None:
+            params["created_after"] = self.cursor.at
         while True:
             payload = self.api.get_json(self.path, params)
             data = require(payload, "data", list, endpoint=f"GET {self.path}")
@@ -209,7 +139,7 @@ class _StreamSync:
                 )
             records = self._records(data)
             if not more and self.stream in SNAPSHOT_STREAMS:
-                self.cursor = _StreamCursor()  # listed in full: the next run starts over
+                self.cursor = Mark(MARK)  # listed in full: the next run starts over
             self.tally.store(self.sink, Page(self.stream, records, self.cursor.dump()))
             if not more:
                 break
@@ -222,14 +152,12 @@ class _StreamSync:
     def _records(self, data: list[Any]) -> tuple[Record, ...]:
         """The page's new records, moving the mark past them; unreadable objects are counted."""
         records: list[Record] = []
-        bound, skip = _instant(self.cursor.created_after), set(self.cursor.skip_ids)
         for obj in data:
             external_id = obj.get("id") if isinstance(obj, dict) else None
             created_at = obj.get("created_at") if isinstance(obj, dict) else None
-            created = _instant(created_at)
-            if not isinstance(external_id, str) or created is None:
+            if not isinstance(external_id, str) or not instant(created_at):
                 self.unreadable += 1
-            elif not (created == bound and external_id in skip):
-                self.cursor.advance(external_id, str(created_at))
+            elif not self.cursor.holds(external_id, str(created_at)):
+                self.cursor.add(external_id, str(created_at))
                 records.append((external_id, obj))
         return tuple(records)

@@ -103,6 +103,22 @@ def test_a_sync_downloads_each_day_until_the_report_that_is_not_out_yet(
     assert record["SKU"] == "SKU 2025-12-20 1" and record["report_date"] == "2025-12-20"
 
 
+def test_filters_choose_the_reports_and_unknown_ones_fail_naming_them(
+    team: FakeAppStoreConnect, make_asc: MakeAsc, make_context: MakeContext
+) -> None:
+    sink, only = RecordingSink(), {"objects": ["subscriptions"]}
+    result = run_sync(make_asc(), make_context(CREDENTIALS, filters=only), sink)
+    assert (result.outcome, result.records) == (SyncOutcome.SUCCEEDED, 8 * 2)
+    assert (dates(team, "SALES"), set(sink.cursors)) == ([], {"subscriptions"})
+    unknown = make_context(CREDENTIALS, filters={"objects": ["sales", "refunds"]})
+    refused = run_sync(make_asc(), unknown, RecordingSink())
+    assert (refused.outcome, refused.error) == (
+        SyncOutcome.FAILED,
+        "app_store_connect filters: unknown objects ['refunds']; "
+        "expected some of ['sales', 'subscriptions']",
+    )
+
+
 def test_requests_carry_the_documented_filters_and_a_short_lived_es256_token(
     team: FakeAppStoreConnect, make_asc: MakeAsc, make_context: MakeContext
 ) -> None:

@@ -142,6 +142,43 @@ def test_a_revoked_service_account_is_auth_failed(
     assert app.requests_to(VOIDED) == []
 
 
+def test_a_token_refusal_that_is_not_about_the_key_fails_naming_its_code(
+    app: FakeGooglePlay,
+    make_google: MakeGoogle,
+    make_context: MakeContext,
+    credentials: dict[str, str],
+) -> None:
+    refusal = {"error": "invalid_scope", "error_description": "Bad scope"}
+    app.route("POST", "/token", lambda _: Response.json(refusal, 400))
+    result = run_sync(make_google(), make_context(credentials), RecordingSink())
+    assert result.outcome is SyncOutcome.FAILED
+    assert result.error == f"POST {app.url}/token: 400 Bad Request (invalid_scope)"
+
+
+def test_filters_choose_the_lists_and_unknown_ones_fail_naming_them(
+    app: FakeGooglePlay,
+    make_google: MakeGoogle,
+    make_context: MakeContext,
+    credentials: dict[str, str],
+) -> None:
+    sink = RecordingSink()
+    context = make_context(credentials, filters={"objects": ["reviews"]})
+    result = run_sync(make_google(), context, sink)
+    assert (result.outcome, result.records, set(sink.cursors)) == (
+        SyncOutcome.SUCCEEDED,
+        30,
+        {"reviews"},
+    )
+    assert app.requests_to(VOIDED) == []
+    context = make_context(credentials, filters={"objects": ["orders"]})
+    refused = run_sync(make_google(), context, RecordingSink())
+    assert (refused.outcome, refused.error) == (
+        SyncOutcome.FAILED,
+        "google_play_console filters: unknown objects ['orders']; "
+        "expected some of ['voided_purchases', 'reviews']",
+    )
+
+
 def test_a_rejected_access_token_is_auth_failed(
     app: FakeGooglePlay,
     make_google: MakeGoogle,

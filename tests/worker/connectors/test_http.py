@@ -26,8 +26,8 @@ from worker.connectors.http import (
     ProviderClient,
     ProviderSession,
     RetryPolicy,
-    require,
 )
+from worker.connectors.responses import require
 
 TOKEN = "sk_test_SECRETTOKEN123456"
 
@@ -186,6 +186,35 @@ def test_other_client_errors_are_rejected_without_retry(
         make_session().get_json("/missing")
     assert raised.value.status == 404
     assert len(server.requests) == 1
+
+
+def test_sessions_with_their_own_hosts_share_one_pool_and_name_only_the_path(
+    server: FakeServer, http_options: HttpOptions
+) -> None:
+    # given a client without a host of its own, serving two integrations' hosts
+    server.route("GET", "/shop/items", lambda _: Response.json({"items": ["in a sub-folder"]}))
+    with ProviderClient(options=http_options) as client:
+        store = client.authorized(BearerAuth(TOKEN), base_url=server.url)
+        sub_folder = client.authorized(BearerAuth(TOKEN), base_url=f"{server.url}/shop/")
+        # when
+        answers = [store.get_json("/items"), sub_folder.get_json("/items")]
+        with pytest.raises(RequestRejected) as raised:
+            store.get_json("/missing?api_key=secret", {"page": 2})
+    # then each went to its own host and path, and the error names neither host nor query
+    assert answers == [{"items": [1, 2]}, {"items": ["in a sub-folder"]}]
+    assert [r.path for r in server.requests] == ["/items", "/shop/items", "/missing"]
+    assert str(raised.value) == "GET /missing: 404 Not Found"
+
+
+def test_get_json_with_headers_gives_the_body_its_headers_and_links(
+    server: FakeServer, make_session: Callable[..., ProviderSession]
+) -> None:
+    link = '<https://shop.test/orders.json?page_info=abc>; rel="next"'
+    headers = {"Link": link, "X-WP-TotalPages": "3"}
+    server.route("GET", "/orders", lambda _: Response.json([{"id": 1}], headers=headers))
+    body, received, links = make_session().get_json_with_headers("/orders")
+    assert (body, received["x-wp-totalpages"]) == ([{"id": 1}], "3")
+    assert links["next"]["url"] == "https://shop.test/orders.json?page_info=abc"
 
 
 def test_invalid_json_raises_malformed_response_naming_the_endpoint(

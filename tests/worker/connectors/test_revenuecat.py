@@ -104,6 +104,50 @@ def test_incremental_sync_fetches_children_only_for_new_or_seen_customers(
     assert second.cursors["customers"]["mark"] == 1_700_003_840_000
 
 
+def test_filters_choose_what_is_stored_while_the_customer_list_is_always_walked(
+    project: FakeRevenueCat, make_revenuecat: MakeRevenueCat, make_context: MakeContext
+) -> None:
+    # given only subscriptions chosen
+    sink = RecordingSink()
+    context = make_context(CREDENTIALS, filters={"objects": ["subscriptions"]})
+    # when
+    result = run_sync(make_revenuecat(), context, sink)
+    # then no customer records and no purchase requests, and the cursor says what it covers
+    assert (result.outcome, result.records) == (SyncOutcome.SUCCEEDED, 30)
+    assert (sink.ids("customers"), sink.ids("purchases")) == ([], [])
+    assert not [r for r in project.requests if r.path.endswith("/purchases")]
+    assert sink.cursors["customers"] == {
+        "mark": MARK,
+        "mark_ids": [NEWEST],
+        "objects": ["subscriptions"],
+    }
+
+
+def test_a_mark_covering_fewer_objects_than_now_chosen_walks_again_from_the_start(
+    project: FakeRevenueCat, make_revenuecat: MakeRevenueCat, make_context: MakeContext
+) -> None:
+    connector, first, second = make_revenuecat(), RecordingSink(), RecordingSink()
+    only_customers = make_context(CREDENTIALS, filters={"objects": ["customers"]})
+    run_sync(connector, only_customers, first)
+    assert first.ids("subscriptions") == [] and len(project.requests) == 3  # the list only
+    result = run_sync(connector, make_context(CREDENTIALS, cursors=first.cursors), second)
+    assert (result.outcome, result.records) == (SyncOutcome.SUCCEEDED, TOTAL)
+    assert second.cursors["customers"] == {"mark": MARK, "mark_ids": [NEWEST]}
+
+
+def test_unknown_objects_in_filters_fail_naming_them(
+    project: FakeRevenueCat, make_revenuecat: MakeRevenueCat, make_context: MakeContext
+) -> None:
+    context = make_context(CREDENTIALS, filters={"objects": ["customers", "refunds"]})
+    result = run_sync(make_revenuecat(), context, RecordingSink())
+    assert (result.outcome, result.error) == (
+        SyncOutcome.FAILED,
+        "revenuecat filters: unknown objects ['refunds']; "
+        "expected some of ['customers', 'subscriptions', 'purchases']",
+    )
+    assert project.requests == []
+
+
 def test_a_sync_with_nothing_new_stores_nothing_and_keeps_the_cursor(
     project: FakeRevenueCat, make_revenuecat: MakeRevenueCat, make_context: MakeContext
 ) -> None:

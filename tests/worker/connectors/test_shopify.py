@@ -261,6 +261,23 @@ def test_without_a_base_url_requests_go_to_the_shop_domain(make_context: MakeCon
     assert str(seen[0]).startswith(f"https://{SHOP}/admin/api/2024-10/orders.json?")
 
 
+def test_one_pooled_client_serves_every_shop_on_its_own_host(make_context: MakeContext) -> None:
+    hosts: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        return httpx.Response(200, json={"orders": []})
+
+    other = {"shop_domain": "other-shop.myshopify.com", "access_token": TOKEN}
+    with ShopifyConnector(http=HttpOptions(transport=httpx.MockTransport(answer))) as connector:
+        client = connector.client
+        for credentials in (CREDENTIALS, other):
+            context = make_context(credentials, filters={"objects": ["orders"]})
+            assert connector.sync(context, RecordingSink()).outcome is SyncOutcome.SUCCEEDED
+        assert connector.client is client
+    assert hosts == [SHOP, "other-shop.myshopify.com"]
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

@@ -19,7 +19,8 @@ from models.schema import Integration, SyncedRecord
 from models.status import Provider
 from tests.conftest import IntegrationFactory
 from tests.fakes.superwall import WEBHOOK_SECRET, event, webhook
-from worker.connectors.webhooks import WebhookRejected, accept_webhook, ingest_webhook
+from worker.connectors.errors import WebhookRejected
+from worker.connectors.webhooks import accept_webhook, ingest_webhook
 
 RC_AUTH = "Bearer rc-webhook-7f1d2c9e4b"
 

@@ -185,7 +185,10 @@ def test_an_unreadable_stored_cursor_restarts_the_stream_with_a_warning(
     cursors = {"payments": {"created_after": "yesterday"}}
     context = make_context(CREDENTIALS, cursors=cursors, filters={"objects": ["payments"]})
     result = run_sync(make_whop(), context, RecordingSink())
-    assert result.warnings == ("payments: stored cursor unreadable; synced from the start",)
+    assert result.warnings == (
+        "payments: stored cursor unreadable (created_after is not an ISO 8601 instant with an"
+        " offset); synced from the start",
+    )
     assert result.records == 30
 
 
