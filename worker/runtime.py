@@ -24,6 +24,7 @@ from models.db import make_engine, make_sessionmaker
 from models.status import Provider
 from worker.budget import Budget, LocalBudget, RedisBudget
 from worker.connectors.base import Connector
+from worker.connectors.http import HttpOptions
 from worker.connectors.registry import connector_for
 from worker.lease import Leases, LeaseStore, LocalLeaseStore, RedisLeaseStore
 from worker.publish import CeleryPublisher
@@ -93,7 +94,10 @@ class Runtime:
             connector = self._connectors.get(provider)
             if connector is None:
                 policy = self.settings.providers[provider]
-                connector = connector_for(provider, base_url=policy.base_url)
+                # A pooled connection per sync thread: with fewer, threads queue for a
+                # connection while others wait on the provider (benchmarks/throughput.py).
+                http = HttpOptions(max_connections=self.settings.worker_concurrency)
+                connector = connector_for(provider, base_url=policy.base_url, http=http)
                 self._connectors[provider] = connector
             return connector
 
@@ -105,6 +109,8 @@ class Runtime:
             clock=self.clock,
             leases=self.leases,
             connector_for=self.connector,
+            budget=self.budget,
+            policies=self.settings.providers,
         )
 
     def close(self) -> None:

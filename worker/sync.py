@@ -9,10 +9,11 @@ transaction, so no row lock is held while the provider answers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import structlog
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.changes import Change
@@ -22,8 +23,11 @@ from models.errors import CredentialsError
 from models.records import store_page
 from models.status import Provider, SyncOutcome
 from models.sync_runs import RunStart, Skip, SyncReport, close_for_retry, finish_run, start_run
+from scheduler.providers import ProviderPolicy
+from worker.budget import Budget
 from worker.connectors.base import Connector, Page, SyncContext, SyncResult, run_sync
 from worker.connectors.errors import TransientError
+from worker.connectors.http import Pacer, paced
 from worker.lease import Leases
 
 log = structlog.get_logger(__name__)
@@ -38,6 +42,9 @@ class SyncServices:
     clock: Clock
     leases: Leases
     connector_for: Callable[[Provider], Connector]
+    # The cluster-wide request budget per customer key; None leaves requests unpaced.
+    budget: Budget | None = None
+    policies: Mapping[Provider, ProviderPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,8 +163,27 @@ def _fetch(services: SyncServices, start: RunStart) -> SyncResult:
         now=services.clock.now(),
         data_last_received_at=start.data_last_received_at,
     )
-    connector = services.connector_for(Provider(start.provider))
-    return run_sync(connector, context, PageStore(services, start))
+    provider = Provider(start.provider)
+    connector = services.connector_for(provider)
+    with paced(_pacer(services, provider, start.integration_id)):
+        return run_sync(connector, context, PageStore(services, start))
+
+
+def _pacer(services: SyncServices, provider: Provider, integration_id: uuid.UUID) -> Pacer:
+    """Reserve from this integration's bucket (one customer key) at its provider's rate."""
+    budget, policy = services.budget, services.policies.get(provider)
+    if budget is None or policy is None:
+        return lambda: 0.0
+    key = f"{provider.value}:{integration_id}"
+
+    def reserve() -> float:
+        try:
+            return budget.reserve(key, policy.rate_per_s, policy.burst)
+        except RedisError as exc:
+            # Without the shared budget we cannot promise the provider's limit: retry later.
+            raise TransientError(f"request budget unavailable: {exc}") from exc
+
+    return reserve
 
 
 def _credentials(keyring: Keyring, start: RunStart) -> Credentials | SyncResult:

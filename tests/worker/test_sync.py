@@ -23,8 +23,10 @@ from models.integrations import deactivate
 from models.schema import Integration, StatusChange, SyncedRecord, SyncRun
 from models.status import Provider, Status, SyncOutcome, Trigger
 from models.sync_runs import RunStart, reap_abandoned, start_run
+from scheduler.providers import DEFAULT_POLICIES
 from tests.conftest import IntegrationFactory
 from tests.fakes.stripe import FakeStripe
+from worker.budget import LocalBudget
 from worker.connectors.base import Connector, Page, PageSink, SyncContext, SyncResult
 from worker.connectors.http import HttpOptions, RetryPolicy
 from worker.connectors.registry import connector_for
@@ -573,3 +575,24 @@ def test_sync_after_a_crash_between_pages_resumes_from_the_stored_cursor(
     assert rows == 25
     reaped, resumed = runs_of(sessions, integration.id)
     assert (reaped.records_received, resumed.records_received) == (PAGE_SIZE, 25 - PAGE_SIZE)
+
+
+def test_each_integrations_requests_spend_its_own_budget_at_its_providers_rate(
+    services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sleep: RecordingSleep,
+) -> None:
+    # given a budget of one request per second with a burst of one for Stripe keys
+    budget = LocalBudget(monotonic=lambda: 0.0)
+    policy = replace(DEFAULT_POLICIES[Provider.STRIPE], rate_per_s=1.0, burst=1)
+    paced_services = replace(services, budget=budget, policies={Provider.STRIPE: policy})
+    first = make_stripe_integration(customers=25)
+    second = make_stripe_integration(customers=25)
+
+    # when each syncs (three pages, so three requests)
+    for integration in (first, second):
+        done = sync_integration(paced_services, str(integration.id), task_id=None)
+        assert isinstance(done, Finished)
+
+    # then each key's first request goes at once and the rest wait a second more each
+    assert sleep.delays == [1.0, 2.0, 1.0, 2.0]

@@ -20,6 +20,10 @@ Classification happens here and nowhere else:
   task, which retries later.
 - any other status: `RequestRejected`, carrying the provider's error code.
 
+Before every attempt the client spends from the request budget bound to the
+current sync (`paced`): the worker binds each customer key's cluster-wide token
+bucket there, so every process shares one budget per key.
+
 Messages name `METHOD /path` only: never the host a session adds, the query
 string, a header or the provider's free-text message, so secrets cannot leak
 into them.
@@ -29,7 +33,9 @@ from __future__ import annotations
 
 import random as _random
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -97,6 +103,21 @@ class _Failure(NamedTuple):
     cause: BaseException | None = None
 
 
+# Reserves one request from the current sync's budget; the seconds to wait before sending.
+Pacer = Callable[[], float]
+_PACER: ContextVar[Pacer | None] = ContextVar("syncworker_request_pacer", default=None)
+
+
+@contextmanager
+def paced(pacer: Pacer) -> Iterator[None]:
+    """Spend `pacer`'s budget before every request made in this context (one sync)."""
+    token = _PACER.set(pacer)
+    try:
+        yield
+    finally:
+        _PACER.reset(token)
+
+
 class ProviderClient:
     """One provider's connection pool, retry policy and error classification."""
 
@@ -155,6 +176,7 @@ class ProviderClient:
         attempt = 0
         while True:
             attempt += 1
+            self._pace(endpoint)
             try:
                 response = self._http.request(
                     method, url, auth=auth or httpx.USE_CLIENT_DEFAULT, headers=headers, **content
@@ -167,6 +189,18 @@ class ProviderClient:
                     return response
                 failure = found
             self._wait_or_give_up(endpoint, failure, attempt)
+
+    def _pace(self, endpoint: str) -> None:
+        """Wait for the budget's next slot; a long wait goes back to the task as a retry."""
+        pacer = _PACER.get()
+        wait = pacer() if pacer is not None else 0.0
+        if wait <= 0:
+            return
+        if wait > self.options.retry.max_delay:
+            raise TransientError(
+                f"{endpoint}: the request budget is spent for now", retry_after=wait
+            )
+        self.options.sleep(wait)
 
     def _classify(self, endpoint: str, response: httpx.Response) -> _Failure | None:
         status = response.status_code

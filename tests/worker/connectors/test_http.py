@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from tests.fakes.server import FakeServer, Request, Response
 from tests.worker.connectors.conftest import NOW, RecordingSleep
+from worker.budget import LocalBudget
 from worker.connectors.errors import (
     AuthFailed,
     MalformedResponse,
@@ -26,6 +27,7 @@ from worker.connectors.http import (
     ProviderClient,
     ProviderSession,
     RetryPolicy,
+    paced,
 )
 from worker.connectors.responses import require
 
@@ -302,3 +304,37 @@ def test_the_fake_serves_concurrent_requests_in_parallel(
     # then they overlapped instead of queueing (sequentially: 20 s)
     assert answers == [{"items": [1, 2]}] * 100
     assert time.perf_counter() - started < 3.0
+
+
+def test_every_request_of_a_paced_sync_spends_from_its_budget(
+    make_session: Callable[..., ProviderSession], sleep: RecordingSleep
+) -> None:
+    # given a budget of 2 requests per second with a burst of 2, on a clock that stands still
+    budget = LocalBudget(monotonic=lambda: 100.0)
+    session = make_session()
+
+    # when one sync makes four requests
+    with paced(lambda: budget.reserve("stripe:acme", 2.0, 2)):
+        for _ in range(4):
+            session.get_json("/items")
+
+    # then the burst goes out at once and the rest wait for their slots
+    assert sleep.delays == [0.5, 1.0]
+
+
+def test_a_budget_wait_longer_than_the_cap_goes_back_to_the_task(
+    server: FakeServer, make_session: Callable[..., ProviderSession]
+) -> None:
+    with paced(lambda: 42.0), pytest.raises(TransientError) as raised:
+        make_session().get_json("/items")
+    assert raised.value.retry_after == 42.0
+    assert server.requests_to("/items") == []
+
+
+def test_requests_outside_a_paced_sync_are_not_throttled(
+    make_session: Callable[..., ProviderSession], sleep: RecordingSleep
+) -> None:
+    with paced(lambda: 42.0):
+        pass
+    make_session().get_json("/items")
+    assert sleep.delays == []
