@@ -1,20 +1,23 @@
-"""The guided tour: integrations with scripted behaviours on an accelerated clock.
+"""The guided tour: integrations on nine providers, scripted behaviours, an accelerated clock.
 
-`syncworker demo` starts local fakes of the provider APIs, seeds one integration
-per behaviour, runs a real worker and beat on the embedded default, and prints
-every status change as it happens. One real second is two simulated hours by
-default, so the three-day auth escalation lands after about 36 seconds and the
-two-week development rule after under three minutes.
+`syncworker demo` starts local fakes of the provider APIs, seeds one integration per
+behaviour (each on another provider), runs a real worker and beat on the embedded default,
+and prints every status change as it happens. One real second is two simulated hours by
+default, so the three-day auth escalation lands after about 36 seconds and the two-week
+development rule after under three minutes. Steps that need their integration in a
+certain state wait for it, so a faster clock (the test's) plays the same story.
 """
 
 from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from textwrap import shorten
 from typing import Any, Final
 
 import click
@@ -23,12 +26,15 @@ from celery.beat import EmbeddedService
 from sqlalchemy import select
 
 from models import migrate
+from models.errors import SyncWorkerError
 from models.integrations import ensure_environment
-from models.schema import Integration, StatusChange
-from models.status import API_STATUS, Status
+from models.schema import Integration, StatusChange, SyncRun
+from models.status import API_STATUS, ApiStatus, Provider, Status
 from scheduler.beat import Cadence
 from worker.celery import create_app
-from worker.demo_script import SCENARIOS, Fakes, start_fakes
+from worker.connectors.errors import WebhookRejected
+from worker.connectors.webhooks import ingest_webhook
+from worker.demo_script import SCENARIOS, Delivery, Fakes, Step, start_fakes
 from worker.logs import configure_logging
 from worker.operator import Operator
 from worker.publish import CeleryPublisher
@@ -39,7 +45,8 @@ from worker.settings import Settings
 DEFAULT_SPEED: Final = 7200.0
 # The tour ends two days after the dev rule fires, so every status has been shown.
 DEFAULT_HOURS: Final = 350.0
-# Ticks and sweeps every real second or two: hours of simulated time.
+# Ticks and sweeps every real second or two: hours of simulated time. Not faster at a faster
+# clock: the embedded broker passes a few dozen messages a second, and every tick is nine.
 DEMO_CADENCE: Final = Cadence(
     tick=timedelta(seconds=1),
     auth_escalation=timedelta(seconds=2),
@@ -47,9 +54,51 @@ DEMO_CADENCE: Final = Cadence(
     reap=timedelta(seconds=5),
     deliver_events=timedelta(seconds=1),
 )
+# A failed sync is retried within four simulated hours (two real seconds by default).
+RETRY_CAP_H: Final = 4.0
 # Every demo integration syncs every six simulated hours (three real seconds).
 DEMO_INTERVAL_S: Final = 6 * 3600
+# The tour looks for status changes (and due steps) this often, in real seconds.
+PRINT_EVERY_S: Final = 0.25
+ACTOR: Final = "ops@example.com"
 ARROW: Final = "->"
+# A status change's trigger and reason are cut to this, so each change stays one line.
+WHY_WIDTH: Final = 90
+# Whether the tour has shown enough, given the statuses each scenario has moved to so far.
+Progress = Callable[[Mapping[str, Sequence[Status]]], bool]
+PROVIDERS: Final[dict[str, Provider]] = {s.name: s.provider for s in SCENARIOS}
+
+
+def label(name: str) -> str:
+    """A scenario as the story names it: `warnings (shopify)`."""
+    return f"{name} ({PROVIDERS[name]})" if name in PROVIDERS else name
+
+
+LABEL_WIDTH: Final = max(len(label(name)) for name in PROVIDERS)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Where one scenario's integration ended up, and every status it moved to on the way."""
+
+    name: str
+    provider: Provider
+    status: Status
+    api_status: ApiStatus
+    reached: tuple[Status, ...]
+
+
+@dataclass(frozen=True)
+class TourSummary:
+    """What a tour showed: each scenario's ending, and any bug a fake's handlers hit."""
+
+    endings: tuple[Ending, ...]
+    fake_errors: tuple[str, ...] = ()
+
+    @property
+    def reached(self) -> frozenset[Status]:
+        """Every status some integration moved to during the tour."""
+        return frozenset(status for ending in self.endings for status in ending.reached)
 
 
 @dataclass
@@ -61,19 +110,38 @@ class Tour:
     fakes: Fakes
     started: datetime
     ids: dict[str, str] = field(default_factory=dict)  # scenario name -> integration id
-
-    def integration_id(self, name: str) -> str:
-        return self.ids[name]
+    reached: dict[str, list[Status]] = field(default_factory=dict)  # as printed so far
+    synced: set[str] = field(default_factory=set)  # scenarios whose first sync finished
 
     def operator_action(self, action: str, name: str, **kwargs: Any) -> None:
+        """Act as an operator would; an action that does not apply is told, not raised."""
         method = getattr(self.operator, action)
-        actor = "ops@example.com"
-        result = method(self.ids[name], actor=actor, **kwargs)
+        try:
+            result = method(self.ids[name], actor=ACTOR, **kwargs)
+        except SyncWorkerError as exc:
+            self.say(name, f"{action} refused: {exc}")
+            return
         if not result.ok:
-            click.echo(f"{self.stamp()}  {name}: {result.message}")
+            self.say(name, result.message)
 
     def api_request(self, name: str) -> None:
         self.operator.record_api_request(self.ids[name])
+
+    def webhook(self, name: str, delivery: Delivery, *, secret: str) -> None:
+        """Deliver a signed webhook to the integration, as the provider would."""
+        # Signed and checked at one instant: on a fast clock the replay window is milliseconds.
+        now = self.runtime.clock.now()
+        headers, body = delivery(now)
+        sessions, integration_id = self.runtime.sessions, self.ids[name]
+        try:
+            ingest_webhook(
+                sessions, integration_id, PROVIDERS[name], headers, body, secret=secret, now=now
+            )
+        except (WebhookRejected, SyncWorkerError) as exc:
+            self.say(name, f"webhook not stored: {exc}")
+
+    def say(self, name: str, message: str) -> None:
+        click.echo(f"{self.stamp()}  {label(name)}: {message}")
 
     def hours(self, at: datetime | None = None) -> float:
         return ((at or self.runtime.clock.now()) - self.started).total_seconds() / 3600
@@ -93,33 +161,44 @@ def demo_settings(data_dir: Path, fakes: Fakes, speed: float) -> Settings:
         Settings.from_env(env),
         clock_speed=speed,
         max_retries=1,
-        max_retry_delay_s=2,
+        max_retry_delay_s=round(RETRY_CAP_H * 3600 / speed),
         worker_concurrency=8,
     )
 
 
-def seed(tour: Tour) -> None:
-    """Create the cast's environments and integrations."""
+def seed(tour: Tour, accounts: dict[str, dict[str, str]]) -> None:
+    """Create the cast's environments and integrations, with `accounts`' credentials."""
     with tour.runtime.sessions() as session, session.begin():
         for kind in ("production", "development"):
             ensure_environment(
                 session, f"demo-{kind}", organization_id="demo-org", name=f"Demo {kind}", kind=kind
             )
     for scenario in SCENARIOS:
-        created = tour.operator.create(
-            environment_id=f"demo-{scenario.environment}",
-            name=scenario.name,
-            identifier=scenario.name,
-            provider=scenario.provider.value,
-            credentials=scenario.credentials,
-            filters=scenario.filters,
-            actor="demo",
-        )
+        try:
+            created = tour.operator.create(
+                environment_id=f"demo-{scenario.environment}",
+                name=scenario.name,
+                identifier=scenario.name,
+                provider=scenario.provider.value,
+                credentials=accounts[scenario.name],
+                filters=scenario.filters,
+                configurations=scenario.configurations,
+                actor="demo",
+            )
+        except SyncWorkerError as exc:
+            click.echo(f"{label(scenario.name)}: left out, it could not be created: {exc}")
+            continue
         tour.ids[scenario.name] = str(created.integration_id)
 
 
-def run_tour(data_dir: Path, *, speed: float, hours: float) -> None:
-    """Run the whole demo and print what happens; returns when the simulated time is up."""
+def run_tour(
+    data_dir: Path, *, speed: float, hours: float, until: Progress | None = None
+) -> TourSummary:
+    """Run the whole demo and print what happens; returns when the simulated time is up.
+
+    `until` ends the tour sooner, once it holds for the statuses each scenario has reached
+    (a test stops as soon as the story is told, however slow its machine).
+    """
     shutil.rmtree(data_dir, ignore_errors=True)
     # The tour prints status changes itself; only errors are worth a log line here.
     configure_logging("console", "ERROR")
@@ -131,19 +210,32 @@ def run_tour(data_dir: Path, *, speed: float, hours: float) -> None:
         migrate.upgrade(runtime.engine)
         app = create_app(settings, cadence=DEMO_CADENCE, runtime=runtime)
         publisher = CeleryPublisher(app, settings.providers)
+        # Opened before the story starts: generating their keys takes a moment.
+        today = runtime.clock.now().date()
+        accounts = {s.name: s.account(fakes, today) for s in SCENARIOS}
         tour = Tour(runtime, Operator(runtime, publisher.sync_now), fakes, runtime.clock.now())
         _intro(speed, hours)
-        seed(tour)
-        _start_worker_and_beat(app, stack)
-        _play(tour, hours)
-        _summary(tour)
+        seed(tour, accounts)
+        seen = _print_changes(tour, 0)
+        # Before the worker starts: these come ahead of each integration's first sync.
+        for scenario in SCENARIOS:
+            if scenario.on_created is not None and scenario.name in tour.ids:
+                _run(tour, scenario.name, scenario.on_created)
+        with ExitStack() as running:
+            _start_worker_and_beat(app, running)
+            seen = _play(tour, hours, seen, until or (lambda _: False))
+        _print_changes(tour, seen)  # what finished while the worker stopped
+        endings = _endings(tour)
+    summary = TourSummary(endings, _fake_errors(fakes))
+    _print_summary(summary)
+    return summary
 
 
 def _intro(speed: float, hours: float) -> None:
     click.echo(
-        f"syncworker demo: {len(SCENARIOS)} integrations against local fake providers; "
-        f"1 s = {speed / 3600:g} simulated hours, {hours / 24:.1f} simulated days "
-        f"(about {hours * 3600 / speed:.0f} s).\n"
+        f"syncworker demo: {len(SCENARIOS)} integrations on {len(set(PROVIDERS.values()))} "
+        f"providers, against local fakes; 1 s = {speed / 3600:g} simulated hours, "
+        f"{hours / 24:.1f} simulated days (about {hours * 3600 / speed:.0f} s).\n"
     )
 
 
@@ -169,23 +261,46 @@ def _start_worker_and_beat(app: Celery, stack: ExitStack) -> None:
     stack.callback(beat.stop)
 
 
-def _play(tour: Tour, hours: float) -> None:
-    """Run the scenarios' steps at their hours and print status changes until `hours`."""
+def _play(tour: Tour, hours: float, seen: int, until: Progress) -> int:
+    """Run the steps when due and print status changes until `hours`; the last change seen."""
     pending = sorted(
-        ((hour, text, action) for s in SCENARIOS for hour, text, action in s.steps),
-        key=lambda step: step[0],
+        ((s.name, step) for s in SCENARIOS if s.name in tour.ids for step in s.steps),
+        key=lambda item: item[1].hour,
     )
-    seen = 0
     stop = threading.Event()
-    while tour.hours() < hours:
-        while pending and pending[0][0] <= tour.hours():
-            _, text, action = pending.pop(0)
-            if text:
-                click.secho(f"{tour.stamp()}  ~ {text}", dim=True)
-            action(tour)
+    while tour.hours() < hours and not until(tour.reached):
+        ready = [item for item in pending if _ready(tour, *item)]
+        pending = [item for item in pending if item not in ready]
+        for name, step in ready:
+            _run(tour, name, step)
         seen = _print_changes(tour, seen)
-        stop.wait(0.25)
-    _print_changes(tour, seen)
+        _note_syncs(tour)
+        stop.wait(PRINT_EVERY_S)
+    return seen
+
+
+def _ready(tour: Tour, name: str, step: Step) -> bool:
+    """Whether a step is due: its hour has come and its integration is where it waits for."""
+    return (
+        step.hour <= tour.hours()
+        and (not step.after_first_sync or name in tour.synced)
+        and (step.after is None or step.after in tour.reached.get(name, ()))
+    )
+
+
+def _note_syncs(tour: Tour) -> None:
+    names = {v: k for k, v in tour.ids.items()}
+    with tour.runtime.sessions() as session:
+        finished = session.scalars(
+            select(SyncRun.integration_id).where(SyncRun.finished_at.is_not(None)).distinct()
+        ).all()
+    tour.synced.update(names[str(i)] for i in finished if str(i) in names)
+
+
+def _run(tour: Tour, name: str, step: Step) -> None:
+    if step.text:
+        click.secho(f"{tour.stamp()}  ~ {label(name)}: {step.text}", dim=True)
+    step.action(tour)
 
 
 def _print_changes(tour: Tour, after: int) -> int:
@@ -196,17 +311,37 @@ def _print_changes(tour: Tour, after: int) -> int:
         ).all()
     for row in rows:
         name = names.get(str(row.integration_id), str(row.integration_id)[:8])
+        tour.reached.setdefault(name, []).append(Status(row.to_status))
         move = f"{row.from_status or 'new'} {ARROW} {row.to_status}"
-        why = row.trigger + (f": {row.reason}" if row.reason else "")
-        click.echo(f"{tour.stamp(row.at)}  {name:<18} {move:<40} {why[:90]}")
+        why = shorten(
+            row.trigger + (f": {row.reason}" if row.reason else ""), WHY_WIDTH, placeholder=" ..."
+        )
+        click.echo(f"{tour.stamp(row.at)}  {label(name):<{LABEL_WIDTH}} {move:<36} {why}")
     return rows[-1].id if rows else after
 
 
-def _summary(tour: Tour) -> None:
-    click.echo("\nwhere everything ended up:")
+def _endings(tour: Tour) -> tuple[Ending, ...]:
+    """Each scenario's final status, and the statuses it moved to (all printed by now)."""
     with tour.runtime.sessions() as session:
-        integrations = session.scalars(select(Integration).order_by(Integration.created_at)).all()
-    names = {v: k for k, v in tour.ids.items()}
-    for integration in integrations:
-        api = API_STATUS[Status(integration.status)].value
-        click.echo(f"  {names[str(integration.id)]:<18} {integration.status:<20} API: {api}")
+        final = {str(i.id): Status(i.status) for i in session.scalars(select(Integration))}
+    endings = []
+    for scenario in (s for s in SCENARIOS if s.name in tour.ids):
+        status = final[tour.ids[scenario.name]]
+        passed = tuple(tour.reached.get(scenario.name, ()))
+        endings.append(Ending(scenario.name, scenario.provider, status, API_STATUS[status], passed))
+    return tuple(endings)
+
+
+def _fake_errors(fakes: Fakes) -> tuple[str, ...]:
+    errors = ((provider, fake.errors) for provider, fake in fakes.by_provider().items())
+    return tuple(f"{provider}: {exc!r}" for provider, found in errors for exc in found)
+
+
+def _print_summary(summary: TourSummary) -> None:
+    click.echo("\nwhere everything ended up:")
+    for ending in summary.endings:
+        click.echo(
+            f"  {label(ending.name):<{LABEL_WIDTH}} {ending.status:<20} API: {ending.api_status}"
+        )
+    for error in summary.fake_errors:
+        click.echo(f"a fake provider's handler failed (a bug in the fake): {error}")
