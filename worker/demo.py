@@ -58,6 +58,10 @@ DEMO_CADENCE: Final = Cadence(
 RETRY_CAP_H: Final = 4.0
 # Every demo integration syncs every six simulated hours (three real seconds).
 DEMO_INTERVAL_S: Final = 6 * 3600
+# Request budgets count real seconds while the clock runs thousands of times faster: at the
+# providers' real rates one month of App Store reports (60 requests at 0.8/s) would take
+# days of the story. The fakes have no limits, so the demo's keys may spend this freely.
+DEMO_RATE_PER_S: Final = 1000
 # The tour looks for status changes (and due steps) this often, in real seconds.
 PRINT_EVERY_S: Final = 0.25
 ACTOR: Final = "ops@example.com"
@@ -157,6 +161,8 @@ def demo_settings(data_dir: Path, fakes: Fakes, speed: float) -> Settings:
     for provider, url in fakes.base_urls().items():
         env[f"SYNCWORKER_{provider.value.upper()}_BASE_URL"] = url
         env[f"SYNCWORKER_{provider.value.upper()}_INTERVAL"] = str(DEMO_INTERVAL_S)
+        env[f"SYNCWORKER_{provider.value.upper()}_RATE"] = str(DEMO_RATE_PER_S)
+        env[f"SYNCWORKER_{provider.value.upper()}_BURST"] = str(DEMO_RATE_PER_S)
     return replace(
         Settings.from_env(env),
         clock_speed=speed,

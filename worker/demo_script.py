@@ -110,7 +110,7 @@ FILTERS: Final[dict[Provider, dict[str, Any]]] = {
     Provider.SHOPIFY: {"objects": ["orders", "customers", "products"]},
     Provider.WOOCOMMERCE: {"objects": ["orders", "products", "customers"]},
     Provider.PADDLE: {"objects": ["transactions", "subscriptions", "customers"]},
-    Provider.REVENUECAT: {"objects": ["customers"]},
+    Provider.REVENUECAT: {"objects": ["customers", "subscriptions", "purchases"]},
     Provider.APP_STORE_CONNECT: {"objects": ["sales", "subscriptions"]},
     Provider.GOOGLE_PLAY_CONSOLE: {"objects": ["voided_purchases", "reviews"]},
     Provider.WHOP: {"objects": ["memberships", "payments"]},
