@@ -7,6 +7,7 @@ at import.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from models.errors import IntegrationNotFound
 from models.schema import Base, Integration
@@ -36,7 +37,7 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
     )
 
 
@@ -72,13 +73,21 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def lock_integration(session: Session, integration_id: uuid.UUID | str) -> Integration:
+def lock_integration(
+    session: Session, integration_id: uuid.UUID | str, *, environment: bool = True
+) -> Integration:
     """Load an integration under a row lock held until the transaction ends.
+
+    Its Environment comes in the same statement, for the lifecycle's guards; a caller
+    that fires no trigger passes `environment=False` and skips the join (touching
+    `integration.environment` then costs one more query).
 
     Raises IntegrationNotFound when there is no such integration.
     """
     key = as_uuid(integration_id)
     stmt = select(Integration).where(Integration.id == key).with_for_update(of=Integration)
+    if not environment:
+        stmt = stmt.options(lazyload(Integration.environment))
     integration = session.scalars(stmt).unique().one_or_none()
     if integration is None:
         raise IntegrationNotFound(integration_id)
@@ -105,9 +114,24 @@ def upsert(
 ) -> None:
     """INSERT rows, updating `refresh` columns of those whose `keys` already exist."""
     dialect = session.get_bind().dialect.name
+    stmt = _upsert_statement(dialect, table, tuple(keys), tuple(refresh))
+    session.execute(stmt, rows)
+
+
+@functools.cache
+def _upsert_statement(
+    dialect: str, table: type[Base], keys: tuple[str, ...], refresh: tuple[str, ...]
+) -> postgresql.Insert | sqlite.Insert:
+    """One single-row INSERT ... ON CONFLICT DO UPDATE per table, built once and reused.
+
+    Executed with a list of rows (executemany), it keeps one compiled form in
+    SQLAlchemy's cache whatever the row count, and psycopg sends the rows in one
+    pipelined round trip; a multi-row `.values(rows)` has no cache key and was compiled
+    anew on every call. The Core table, not the mapped class, skips the ORM's bulk-insert
+    bookkeeping, which these rows (no defaults, no identity map) do not need.
+    """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=keys, set_={name: stmt.excluded[name] for name in refresh}
+    stmt = insert(Base.metadata.tables[table.__tablename__])
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={name: stmt.excluded[name] for name in refresh}
     )
-    session.execute(stmt)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
 from models.changes import Change, apply_trigger
@@ -73,23 +73,14 @@ def start_run(
     or published it twice) is skipped: each (task_id, attempt) syncs at most once.
     """
     try:
-        integration = lock_integration(session, integration_id)
+        integration = lock_integration(session, integration_id, environment=False)
     except IntegrationNotFound:
         return Skip("gone")
     if integration.status_enum not in SYNCING_STATUSES:
         return Skip(f"not syncing ({integration.status})")
-    if task_id is not None and session.scalar(
-        select(SyncRun.id).where(SyncRun.task_id == task_id, SyncRun.attempt == attempt)
-    ):
-        return Skip(f"delivery {task_id}#{attempt} already ran")
-    holder = session.scalar(
-        select(SyncRun.id)
-        .where(SyncRun.integration_id == integration.id, SyncRun.finished_at.is_(None))
-        .where(SyncRun.lease_expires_at > now)
-        .limit(1)
-    )
-    if holder is not None:
-        return Skip(f"lease held by run {holder}")
+    blocked = _blocked(session, integration.id, task_id=task_id, attempt=attempt, now=now)
+    if blocked is not None:
+        return blocked
     run = SyncRun(
         integration_id=integration.id,
         task_id=task_id,
@@ -119,6 +110,36 @@ def start_run(
     )
 
 
+def _blocked(
+    session: Session, integration_id: uuid.UUID, *, task_id: str | None, attempt: int, now: datetime
+) -> Skip | None:
+    """Why a run must not start: this delivery already ran, or a live run holds the lease.
+
+    One query finds both kinds of run, so the check costs a single round trip; the
+    delivery's own run wins, as it is the more specific reason.
+    """
+    holds_lease = (
+        (SyncRun.integration_id == integration_id)
+        & SyncRun.finished_at.is_(None)
+        & (SyncRun.lease_expires_at > now)
+    )
+    this_delivery = (
+        (SyncRun.task_id == task_id) & (SyncRun.attempt == attempt)
+        if task_id is not None
+        else false()
+    )
+    runs = session.execute(
+        select(SyncRun.id, this_delivery.label("this_delivery")).where(
+            or_(this_delivery, holds_lease)
+        )
+    ).all()
+    if any(run.this_delivery for run in runs):
+        return Skip(f"delivery {task_id}#{attempt} already ran")
+    if runs:
+        return Skip(f"lease held by run {runs[0].id}")
+    return None
+
+
 def renew_lease(session: Session, run_id: uuid.UUID, *, until: datetime) -> bool:
     """Extend a running run's lease; False if the run is finished or gone (stop working)."""
     run = session.get(SyncRun, run_id)
@@ -136,12 +157,11 @@ def finish_run(
     Idempotent: a run already finished (a redelivered task) changes nothing. A result for
     an integration that left the syncing statuses is recorded but never moves it.
     """
-    run = session.get(SyncRun, as_uuid(run_id))
-    if run is None or not run.running:
+    locked = _lock_run(session, as_uuid(run_id))
+    if locked is None:
         return None
-    integration = lock_integration(session, run.integration_id)
-    session.refresh(run, with_for_update=True)
-    if not run.running:  # finished by a concurrent delivery while we waited for the lock
+    integration, run = locked
+    if not run.running:  # finished already: a redelivery, or a concurrent one got here first
         return None
     run.finished_at = now
     run.lease_expires_at = None
@@ -153,6 +173,22 @@ def finish_run(
     change = _apply_outcome(session, integration, run, report.outcome, now=now)
     run.status_after = integration.status
     return change
+
+
+def _lock_run(session: Session, run_id: uuid.UUID) -> tuple[Integration, SyncRun] | None:
+    """Lock a run's integration, then the run (reap_abandoned's order); None if it is gone.
+
+    The integration is found through the run inside its own locking statement: a run never
+    changes integration, so reading the link unlocked is safe, and it saves a round trip.
+    """
+    owner = select(SyncRun.integration_id).where(SyncRun.id == run_id).scalar_subquery()
+    integration = session.scalars(
+        select(Integration).where(Integration.id == owner).with_for_update(of=Integration)
+    ).one_or_none()
+    if integration is None:
+        return None
+    run = session.get(SyncRun, run_id, with_for_update=True, populate_existing=True)
+    return None if run is None else (integration, run)
 
 
 def _apply_outcome(
@@ -209,7 +245,7 @@ def reap_abandoned(session: Session, *, now: datetime, limit: int = 500) -> list
     ).all()
     reaped = []
     for run_id, integration_id in candidates:
-        integration = lock_integration(session, integration_id)
+        integration = lock_integration(session, integration_id, environment=False)
         run = session.get(SyncRun, run_id, with_for_update=True, populate_existing=True)
         if run is None or not run.running or (run.lease_expires_at or now) > now:
             continue
