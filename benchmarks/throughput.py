@@ -1,12 +1,13 @@
-"""Sync throughput of one worker process, end to end on PostgreSQL, Redis and the Stripe fake.
+"""Sync throughput of a worker process, end to end on PostgreSQL, Redis and the Stripe fake.
 
     .venv/bin/python benchmarks/throughput.py [--database-url URL] [--redis-url URL]
-                                              [--concurrency N] [--quick]
+                                              [--concurrency N] [--workers N] [--quick]
 
 Starts one real worker (`celery -A worker worker -P threads -c N`, the command
-this benchmark recommends) and feeds it three batches of messages, each queued
-in full before the worker is told to consume (`add_consumer`) and timed until
-the queue and its unacked set are empty:
+this benchmark recommends; `--workers 2` starts two such processes, the way to
+use a second core) and feeds it three batches of messages, each queued in full
+before the workers are told to consume (`add_consumer`) and timed until the
+queue and its unacked set are empty:
 
 (a) no-op tasks (Celery's built-in `celery.accumulate`, which returns its
     arguments) against syncs with the Stripe fake answering at once: the sync
@@ -20,7 +21,8 @@ applied to the lifecycle. Every integration is bulk-inserted and synced once.
 Each phase also reports the CPU milliseconds one message cost the worker, the
 fake (this process), PostgreSQL and Redis (Linux /proc), and the ceilings they
 imply: a threads-pool worker runs Python on one core at a time (the GIL), so
-1000 / worker-ms is its best rate whatever the concurrency.
+1000 / worker-ms is its best rate whatever the concurrency (worker-ms sums every
+worker process; each has its own core, so N processes reach N times that).
 
 The database (default `bench` on the local server, created if missing; or
 BENCH_DATABASE_URL) has its `public` schema DROPPED and recreated, and the
@@ -41,7 +43,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -143,11 +145,11 @@ class CpuSnapshot:
     redis: float
 
     @classmethod
-    def take(cls, worker_pid: int) -> CpuSnapshot:
+    def take(cls, worker_pids: Sequence[int]) -> CpuSnapshot:
         if not Path("/proc/self/stat").exists():
             return cls(0.0, 0.0, 0.0, 0.0)
         return cls(
-            worker=_proc_cpu_s(worker_pid),
+            worker=sum(_proc_cpu_s(pid) for pid in worker_pids),
             fake=_proc_cpu_s(os.getpid()),
             postgres=sum(_proc_cpu_s(pid) for pid in _pids_named("postgres")),
             redis=sum(_proc_cpu_s(pid) for pid in _pids_named("redis-server")),
@@ -272,10 +274,18 @@ def running_worker(
                 process.wait()
 
 
-def wait_for_worker(app: Celery, hostname: str, process: subprocess.Popen[bytes]) -> None:
+@dataclass(frozen=True)
+class Worker:
+    """One running worker process and the node name it answers to."""
+
+    hostname: str
+    process: subprocess.Popen[bytes]
+
+
+def wait_for_worker(app: Celery, worker: Worker) -> None:
     def answers() -> bool:
-        require(process.poll() is None, "the worker exited at start; see its log")
-        return bool(app.control.ping(destination=[hostname], timeout=0.5))
+        require(worker.process.poll() is None, "the worker exited at start; see its log")
+        return bool(app.control.ping(destination=[worker.hostname], timeout=0.5))
 
     wait_until(answers, what="the worker to start", timeout=60)
 
@@ -288,18 +298,20 @@ def drained(redis: Redis, queue: str) -> Callable[[], bool]:
 
 
 def timed_phase(
-    app: Celery, redis: Redis, hostname: str, queue: str, process: subprocess.Popen[bytes]
+    app: Celery, redis: Redis, workers: Sequence[Worker], queue: str
 ) -> tuple[float, dict[str, float]]:
-    """Seconds from telling the worker to consume the (full) queue until all is acked."""
+    """Seconds from telling the workers to consume the (full) queue until all is acked."""
     messages = redis.llen(queue)
-    before = CpuSnapshot.take(process.pid)
+    hostnames = [worker.hostname for worker in workers]
+    pids = [worker.process.pid for worker in workers]
+    before = CpuSnapshot.take(pids)
     start = time.perf_counter()
-    replies = app.control.add_consumer(queue, destination=[hostname], reply=True, timeout=5)
-    require(bool(replies), "the worker did not answer add_consumer")
+    replies = app.control.add_consumer(queue, destination=hostnames, reply=True, timeout=5)
+    require(len(replies) == len(workers), "a worker did not answer add_consumer")
     wait_until(drained(redis, queue), what=f"{queue} to drain", timeout=PHASE_DEADLINE_S)
     seconds = time.perf_counter() - start
-    cpu = before.per_message_ms(CpuSnapshot.take(process.pid), messages)
-    app.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=5)
+    cpu = before.per_message_ms(CpuSnapshot.take(pids), messages)
+    app.control.cancel_consumer(queue, destination=hostnames, reply=True, timeout=5)
     return seconds, cpu
 
 
@@ -335,13 +347,12 @@ def check_syncs(engine: Engine, ids: list[uuid.UUID]) -> float:
 
 @dataclass(frozen=True)
 class Bench:
-    """The running worker and what the phases talk to."""
+    """The running workers and what the phases talk to."""
 
     app: Celery
     engine: Engine
     redis: Redis
-    hostname: str
-    process: subprocess.Popen[bytes]
+    workers: Sequence[Worker]
 
     @property
     def queue(self) -> str:
@@ -351,24 +362,26 @@ class Bench:
         """Sync each integration once; syncs per second by the queue and by the runs."""
         policy = runtime_of(self.app).settings.providers[Provider.STRIPE]
         publisher_of(self.app).publish(policy, ids)
-        seconds, cpu = timed_phase(self.app, self.redis, self.hostname, self.queue, self.process)
+        seconds, cpu = timed_phase(self.app, self.redis, self.workers, self.queue)
         return Phase(len(ids) / seconds, cpu, check_syncs(self.engine, ids))
 
     def noops(self, count: int) -> Phase:
         publish_noops(self.app, self.queue, count)
-        seconds, cpu = timed_phase(self.app, self.redis, self.hostname, self.queue, self.process)
+        seconds, cpu = timed_phase(self.app, self.redis, self.workers, self.queue)
         return Phase(count / seconds, cpu)
 
 
 # -- the run ----------------------------------------------------------------------------------
 
 
-def run(database_url: str, redis_url: str, concurrency: int, scale: Scale) -> dict[str, Any]:
+def run(
+    database_url: str, redis_url: str, concurrency: int, scale: Scale, processes: int = 1
+) -> dict[str, Any]:
     engine = fresh_schema(database_url)
     add_environment(engine)
     redis = Redis.from_url(redis_url)
     redis.flushdb()
-    hostname = f"bench-throughput@{socket.gethostname()}"
+    hostnames = [f"bench-throughput-{n}@{socket.gethostname()}" for n in range(processes)]
     with FakeStripe() as fake, tempfile.TemporaryDirectory() as data_dir:
         env = {
             "SYNCWORKER_DATA_DIR": data_dir,
@@ -390,11 +403,16 @@ def run(database_url: str, redis_url: str, concurrency: int, scale: Scale) -> di
             ids[scale.warmup : scale.warmup + scale.instant_syncs],
         )
         slow = ids[scale.warmup + scale.instant_syncs :]
-        log = Path(data_dir) / "worker.log"
+        logs = [Path(data_dir) / f"worker-{n}.log" for n in range(processes)]
         try:
-            with running_worker(env, concurrency, hostname, log) as process:
-                wait_for_worker(app, hostname, process)
-                bench = Bench(app, engine, redis, hostname, process)
+            with ExitStack() as stack:
+                workers = [
+                    Worker(name, stack.enter_context(running_worker(env, concurrency, name, log)))
+                    for name, log in zip(hostnames, logs, strict=True)
+                ]
+                for worker in workers:
+                    wait_for_worker(app, worker)
+                bench = Bench(app, engine, redis, workers)
                 print("warming up ...", file=sys.stderr)
                 bench.noops(scale.warmup)
                 bench.syncs(warmup)
@@ -413,10 +431,12 @@ def run(database_url: str, redis_url: str, concurrency: int, scale: Scale) -> di
             redis.flushdb()
             redis.close()
             engine.dispose()
-            _print_errors(log)
+            for log in logs:
+                _print_errors(log)
     queues = [CONTROL_QUEUE, *(p.queue for p in runtime_of(app).settings.providers.values())]
     return {
         "concurrency": concurrency,
+        "workers": processes,
         "pool": POOL,
         "cores": os.cpu_count(),
         "noop_tasks": scale.noop,
@@ -454,10 +474,14 @@ def report(figures: dict[str, Any]) -> None:
     ratio = figures["results_over_noop"]
     slow = figures["syncs_per_s_200ms"]
     per_sync = figures["cpu_ms_per_sync"]
-    worker_ceiling = 1000 / per_sync["worker"] if per_sync["worker"] else 0.0
+    processes = figures["workers"]
+    # Each worker process runs Python on one core (the GIL); worker CPU sums them all.
+    cores = min(processes, figures["cores"])
+    worker_ceiling = cores * 1000 / per_sync["worker"] if per_sync["worker"] else 0.0
     machine_ceiling = figures["cores"] * 1000 / per_sync["total"] if per_sync["total"] else 0.0
     rows = [
-        ("worker", f"-P {figures['pool']} -c {figures['concurrency']}", ""),
+        ("worker", f"-P {figures['pool']} -c {figures['concurrency']}",
+         f"{processes} process" + ("es" if processes > 1 else "")),
         (f"(a) no-op tasks ({figures['noop_tasks']:,})", f"{figures['noop_per_s']:.0f} /s", ""),
         (f"(a) sync results, fake at once ({figures['instant_syncs']:,})",
          f"{figures['results_per_s']:.0f} /s", ""),
@@ -473,7 +497,8 @@ def report(figures: dict[str, Any]) -> None:
         ("CPU ms per sync (a)", f"{per_sync['total']:.1f}", _cpu(per_sync)),
         ("CPU ms per sync (b)", f"{figures['cpu_ms_per_sync_200ms']['total']:.1f}",
          _cpu(figures["cpu_ms_per_sync_200ms"])),
-        ("ceiling: one core / worker CPU", f"{worker_ceiling:.0f} /s", "the GIL: one core"),
+        (f"ceiling: {cores} core{'s' if cores > 1 else ''} / worker CPU",
+         f"{worker_ceiling:.0f} /s", "the GIL: one core per worker process"),
         (f"ceiling: {figures['cores']} cores / all CPU", f"{machine_ceiling:.0f} /s", ""),
     ]  # fmt: skip
     width = max(len(name) for name, _, _ in rows)
@@ -492,10 +517,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes to start")
     parser.add_argument("--quick", action="store_true", help="fewer messages per phase")
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
-    report(run(args.database_url, args.redis_url, args.concurrency, scale))
+    report(run(args.database_url, args.redis_url, args.concurrency, scale, args.workers))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, Table, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, lazyload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from models.errors import IntegrationNotFound
 from models.schema import Base, Integration
@@ -37,7 +37,7 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=False,
+        pool_pre_ping=True,
     )
 
 
@@ -73,21 +73,13 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def lock_integration(
-    session: Session, integration_id: uuid.UUID | str, *, environment: bool = True
-) -> Integration:
+def lock_integration(session: Session, integration_id: uuid.UUID | str) -> Integration:
     """Load an integration under a row lock held until the transaction ends.
-
-    Its Environment comes in the same statement, for the lifecycle's guards; a caller
-    that fires no trigger passes `environment=False` and skips the join (touching
-    `integration.environment` then costs one more query).
 
     Raises IntegrationNotFound when there is no such integration.
     """
     key = as_uuid(integration_id)
     stmt = select(Integration).where(Integration.id == key).with_for_update(of=Integration)
-    if not environment:
-        stmt = stmt.options(lazyload(Integration.environment))
     integration = session.scalars(stmt).unique().one_or_none()
     if integration is None:
         raise IntegrationNotFound(integration_id)
@@ -102,6 +94,11 @@ def as_uuid(value: uuid.UUID | str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise IntegrationNotFound(value) from None
+
+
+def table_of(model: type[Base]) -> Table:
+    """A mapped class's Core table, for statements that need none of the ORM's bookkeeping."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 def upsert(
@@ -127,11 +124,11 @@ def _upsert_statement(
     Executed with a list of rows (executemany), it keeps one compiled form in
     SQLAlchemy's cache whatever the row count, and psycopg sends the rows in one
     pipelined round trip; a multi-row `.values(rows)` has no cache key and was compiled
-    anew on every call. The Core table, not the mapped class, skips the ORM's bulk-insert
-    bookkeeping, which these rows (no defaults, no identity map) do not need.
+    anew on every call. On the Core table, not the mapped class, it skips the ORM's
+    bulk-insert bookkeeping: upserted rows never enter a session's identity map anyway.
     """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Base.metadata.tables[table.__tablename__])
+    stmt = insert(table_of(table))
     return stmt.on_conflict_do_update(
         index_elements=list(keys), set_={name: stmt.excluded[name] for name in refresh}
     )

@@ -12,11 +12,20 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
-from models.db import upsert
+from models.db import table_of, upsert
 from models.schema import SyncCursor, SyncedRecord, SyncRun
+
+# Adds a page's records to its run's count. Built once, as Core: every page runs it, and a
+# prebuilt statement skips construction, cache key and ORM bookkeeping (~0.1 ms a page).
+_RUNS = table_of(SyncRun)
+_COUNT_RECORDS = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run_id"))
+    .values(records_received=_RUNS.c.records_received + bindparam("stored"))
+)
 
 
 def store_page(
@@ -65,10 +74,5 @@ def store_page(
             refresh=["cursor", "updated_at"],
         )
     if run_id is not None and rows:
-        session.execute(
-            update(SyncRun)
-            .where(SyncRun.id == run_id)
-            .values(records_received=SyncRun.records_received + len(rows))
-            .execution_options(synchronize_session=False)
-        )
+        session.execute(_COUNT_RECORDS, {"run_id": run_id, "stored": len(rows)})
     return len(rows)

@@ -19,11 +19,14 @@ from redis import Redis
 KEY_PREFIX: Final = "syncworker:budget:"
 
 # Refill by elapsed time, then take one token; a negative balance is a reservation the
-# caller pays for by waiting. State expires once the bucket would be full again.
+# caller pays for by waiting. State expires once the bucket would be full again. The time
+# is the server's, read inside the script: one clock for every process, in one round trip
+# (Redis 5+ replicates a script's effects, so reading TIME before writing is allowed).
 _RESERVE: Final = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
+local clock = redis.call('time')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('hmget', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
@@ -49,9 +52,7 @@ class RedisBudget:
         self._reserve = redis.register_script(_RESERVE)
 
     def reserve(self, key: str, rate_per_s: float, burst: int) -> float:
-        seconds, micros = self._redis.time()
-        now = seconds + micros / 1_000_000
-        wait = self._reserve(keys=[KEY_PREFIX + key], args=[rate_per_s, burst, now])
+        wait = self._reserve(keys=[KEY_PREFIX + key], args=[rate_per_s, burst])
         return float(wait)
 
 

@@ -58,6 +58,10 @@ class Settings:
     # How long a sync's lease lasts without renewal; renewed every third of it.
     lease_ttl_s: int = 90
     worker_concurrency: int = 64
+    # Celery task events, for Flower and `celery events`: three messages per task (received,
+    # started, succeeded) that cost the worker 0.6-0.9 ms of CPU, a third of a no-op task
+    # (benchmarks/throughput.py). Off, only those monitoring views lose them.
+    task_events: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -111,6 +115,7 @@ class Settings:
             max_retry_delay_s=_int_or(get("MAX_RETRY_DELAY"), "MAX_RETRY_DELAY", 600),
             lease_ttl_s=_int_or(get("LEASE_TTL"), "LEASE_TTL", 90),
             visibility_timeout_s=_int_or(get("VISIBILITY_TIMEOUT"), "VISIBILITY_TIMEOUT", 1800),
+            task_events=_bool_or(get("TASK_EVENTS"), "TASK_EVENTS", True),
         )
 
 
@@ -125,6 +130,18 @@ def _reader(env: Mapping[str, str]) -> Callable[[str], str | None]:
 def _int_or(value: str | None, name: str, default: int) -> int:
     parsed = _int(value, name)
     return default if parsed is None else parsed
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _bool_or(value: str | None, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise InvalidValue(f"{PREFIX}{name} must be true or false (1/0, yes/no, on/off), got {value!r}")
 
 
 def _int(value: str | None, name: str) -> int | None:

@@ -23,6 +23,7 @@ from scheduler.beat import (
 )
 from scheduler.beat import DELIVER_EVENTS_TASK as DELIVER_TASK
 from scheduler.providers import DEFAULT_POLICIES, resolve_policies
+from worker.celery import create_app
 from worker.settings import DEV_KEY_FILE, Settings
 
 SettingsFactory = Callable[..., Settings]
@@ -211,6 +212,7 @@ def test_settings_ignore_blank_overrides_and_other_variables(
         ("SYNCWORKER_STRIPE_RATE", "0", "stripe rate limit must be positive"),
         ("SYNCWORKER_STRIPE_RATE", "nan", "stripe rate limit must be positive"),
         ("SYNCWORKER_CONCURRENCY", "lots", "SYNCWORKER_CONCURRENCY must be a whole number"),
+        ("SYNCWORKER_TASK_EVENTS", "maybe", "SYNCWORKER_TASK_EVENTS must be true or false"),
     ],
 )
 def test_invalid_setting_in_env_raises_invalid_value_naming_it(
@@ -263,6 +265,23 @@ def test_settings_read_urls_and_numbers_from_env(make_settings: SettingsFactory)
     assert (settings.worker_concurrency, settings.max_retries) == (8, 2)
     assert settings.webhook_urls == ("http://a.example/hook", "http://b.example/hook")
     assert settings.log_level == "DEBUG"
+
+
+def test_task_events_are_on_unless_turned_off(make_settings: SettingsFactory) -> None:
+    assert make_settings().task_events
+    assert make_settings(SYNCWORKER_TASK_EVENTS="on").task_events
+    assert not make_settings(SYNCWORKER_TASK_EVENTS="false").task_events
+    assert not make_settings(SYNCWORKER_TASK_EVENTS="0").task_events
+
+
+def test_the_celery_app_sends_task_events_as_the_settings_say(
+    make_settings: SettingsFactory,
+) -> None:
+    on = create_app(make_settings())
+    off = create_app(make_settings(SYNCWORKER_TASK_EVENTS="off"))
+
+    assert (on.conf.worker_send_task_events, on.conf.task_send_sent_event) == (True, True)
+    assert (off.conf.worker_send_task_events, off.conf.task_send_sent_event) == (False, False)
 
 
 def test_settings_never_show_the_credential_keys(make_settings: SettingsFactory) -> None:
