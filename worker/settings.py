@@ -168,8 +168,10 @@ def _development_key(data_dir: Path) -> str:
     key_file = data_dir / DEV_KEY_FILE
     if not key_file.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(f"dev:{Keyring.generate_key()}\n")
-        key_file.chmod(0o600)
+        # Created owner-only from the first byte, never readable by others even briefly.
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"dev:{Keyring.generate_key()}\n")
     return key_file.read_text().strip()
 
 
