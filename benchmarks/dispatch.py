@@ -36,14 +36,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_database import fresh_postgres_schema  # a sibling: the scripts run as files
 from celery import Celery
 from redis import Redis
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import migrate
 from models.credentials import Keyring
-from models.db import make_engine
 from models.schema import SYNCING_SQL
 from models.status import Provider
 from scheduler.beat import SYNC_TASK
@@ -93,29 +92,6 @@ def require(condition: bool, message: str) -> None:
 
 
 # -- services ------------------------------------------------------------------------------
-
-
-def ensure_database(url: str) -> None:
-    """Create the benchmark database when the server does not have it yet."""
-    parsed = make_url(url)
-    server = make_engine(parsed.set(database="postgres").render_as_string(hide_password=False))
-    with server.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        exists = connection.scalar(
-            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database}
-        )
-        if not exists:
-            connection.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    server.dispose()
-
-
-def fresh_schema(url: str) -> Engine:
-    ensure_database(url)
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    migrate.upgrade(engine)
-    return engine
 
 
 def bench_app(database_url: str, redis_url: str, data_dir: Path) -> Celery:
@@ -295,7 +271,7 @@ def print_table(rows: list[tuple[str, str, str]]) -> None:
 
 
 def run(database_url: str, redis_url: str, scale: Scale) -> dict[str, Any]:
-    engine = fresh_schema(database_url)
+    engine = fresh_postgres_schema(database_url)
     redis = Redis.from_url(redis_url)
     redis.flushdb()
     now = datetime.now(UTC)

@@ -35,7 +35,8 @@ from typing import Any
 
 import sqlalchemy
 import transitions
-from sqlalchemy import Engine, func, select, text, update
+from bench_database import fresh_postgres_schema  # a sibling: the scripts run as files
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import migrate
@@ -309,14 +310,6 @@ def fresh_sqlite(directory: str, name: str) -> Engine:
     return make_engine(f"sqlite:///{Path(directory) / name}.db")
 
 
-def fresh_postgres(url: str, _name: str) -> Engine:
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    return engine
-
-
 def measure(scale: Scale, postgres_url: str | None) -> dict[str, float | None]:
     pure, attach_us, machine_us = pure_triggers(scale), attach(scale), machine_per_instance(scale)
     add_model_us = add_model(scale)
@@ -336,7 +329,7 @@ def measure(scale: Scale, postgres_url: str | None) -> dict[str, float | None]:
         figures.update(database_figures("sqlite", partial(fresh_sqlite, tmp), scale))
     pg = {}
     if postgres_url:
-        pg = database_figures("postgres", partial(fresh_postgres, postgres_url), scale)
+        pg = database_figures("postgres", lambda _kind: fresh_postgres_schema(postgres_url), scale)
     figures["postgres_transitions_per_s"] = pg.get("postgres_transitions_per_s")
     figures["postgres_sync_runs_per_s"] = pg.get("postgres_sync_runs_per_s")
     return figures

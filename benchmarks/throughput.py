@@ -49,14 +49,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench_database import fresh_postgres_schema  # a sibling: the scripts run as files
 from celery import Celery
 from redis import Redis
-from sqlalchemy import Engine, func, insert, make_url, select, text
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from models import migrate
 from models.credentials import Keyring
-from models.db import make_engine
 from models.integrations import ensure_environment
 from models.schema import Integration, SyncRun
 from models.status import Provider, Status, SyncOutcome
@@ -176,25 +175,6 @@ class Phase:
 
 
 # -- services and data ----------------------------------------------------------------------
-
-
-def fresh_schema(url: str) -> Engine:
-    """The benchmark database, created if missing, with an empty migrated schema."""
-    parsed = make_url(url)
-    server = make_engine(parsed.set(database="postgres").render_as_string(hide_password=False))
-    with server.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        exists = connection.scalar(
-            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database}
-        )
-        if not exists:
-            connection.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    server.dispose()
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    migrate.upgrade(engine)
-    return engine
 
 
 def seed(engine: Engine, fake: FakeStripe, keyring: Keyring, count: int) -> list[uuid.UUID]:
@@ -377,7 +357,7 @@ class Bench:
 def run(
     database_url: str, redis_url: str, concurrency: int, scale: Scale, processes: int = 1
 ) -> dict[str, Any]:
-    engine = fresh_schema(database_url)
+    engine = fresh_postgres_schema(database_url)
     add_environment(engine)
     redis = Redis.from_url(redis_url)
     redis.flushdb()

@@ -158,15 +158,6 @@ def start_run(
     )
 
 
-def renew_lease(session: Session, run_id: uuid.UUID, *, until: datetime) -> bool:
-    """Extend a running run's lease; False if the run is finished or gone (stop working)."""
-    run = session.get(SyncRun, run_id)
-    if run is None or not run.running:
-        return False
-    run.lease_expires_at = until
-    return True
-
-
 def finish_run(
     session: Session, run_id: uuid.UUID | str, report: SyncReport, *, now: datetime
 ) -> Change | None:
