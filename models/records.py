@@ -8,9 +8,9 @@ nothing lost and nothing twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
@@ -26,6 +26,17 @@ _COUNT_RECORDS = (
     .where(_RUNS.c.id == bindparam("run_id"))
     .values(records_received=_RUNS.c.records_received + bindparam("stored"))
 )
+
+
+class PageWrite(Protocol):
+    """A page to store: the connectors' `Page` has this shape."""
+
+    @property
+    def stream(self) -> str: ...
+    @property
+    def records(self) -> Sequence[tuple[str, Mapping[str, Any]]]: ...
+    @property
+    def cursor(self) -> Mapping[str, Any] | None: ...
 
 
 def store_page(

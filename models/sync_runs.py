@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from models.changes import Change, apply_trigger
 from models.db import as_uuid, lock_integration, table_of
 from models.errors import IntegrationNotFound
+from models.records import PageWrite, store_page
 from models.schema import Integration, SyncCursor, SyncRun
 from models.status import OUTCOME_TRIGGERS, SYNCING_STATUSES, Status, SyncOutcome
 from models.time_rules import apply_time_rules
@@ -159,83 +160,119 @@ def start_run(
 
 
 def finish_run(
-    session: Session, run_id: uuid.UUID | str, report: SyncReport, *, now: datetime
+    session: Session,
+    run_id: uuid.UUID | str,
+    report: SyncReport,
+    *,
+    now: datetime,
+    last_page: PageWrite | None = None,
 ) -> Change | None:
     """Close a run and apply its outcome to the lifecycle, all in the caller's transaction.
 
-    Idempotent: a run already finished (a redelivered task) changes nothing. A result for
-    an integration that left the syncing statuses is recorded but never moves it.
+    `last_page`, the run's newest page not yet stored, is stored in the same transaction
+    (a one-page sync then costs one transaction less). Idempotent: a run already finished
+    (a redelivered task) changes nothing. A result for an integration that left the
+    syncing statuses is recorded but never moves it.
     """
-    locked = _lock_run(session, as_uuid(run_id))
-    if locked is None:
+    key = as_uuid(run_id)
+    integration = session.scalars(_LOCK_RUN_INTEGRATION, {"run_id": key}).unique().one_or_none()
+    if integration is None:
         return None
-    integration, run = locked
-    if not run.running:  # finished already: a redelivery, or a concurrent one got here first
+    run = session.execute(_LOCK_RUN, {"run_id": key}).one_or_none()
+    if run is None:
         return None
-    run.finished_at = now
-    run.lease_expires_at = None
-    run.outcome = report.outcome.value
-    run.warnings = list(report.warnings)
-    run.error = report.error
-    if run.records_received:
+    stored = 0
+    if last_page is not None:  # the page was fetched: keep it, whatever became of the run
+        stored = store_page(
+            session,
+            integration_id=integration.id,
+            run_id=None,
+            stream=last_page.stream,
+            records=last_page.records,
+            cursor=last_page.cursor,
+            now=now,
+        )
+    if run.finished_at is not None:  # a redelivery, or a concurrent one got here first
+        return None
+    records = run.records_received + stored
+    if records:
         integration.data_last_received_at = now
-    change = _apply_outcome(session, integration, run, report.outcome, now=now)
-    run.status_after = integration.status
+    # A result that arrives while the integration is paused, or was paused while the run
+    # worked (it belongs to the old credentials or decision), is recorded, never applied.
+    applied = (
+        integration.status_enum in SYNCING_STATUSES and run.pause_epoch == integration.pause_epoch
+    )
+    change = _apply_outcome(session, integration, key, report, now=now) if applied else None
+    session.execute(
+        _CLOSE_RUN,
+        {
+            "run_id": key,
+            "v_finished_at": now,
+            "v_outcome": report.outcome.value,
+            "v_warnings": list(report.warnings),
+            "v_error": report.error,
+            "v_records": records,
+            "v_applied": applied,
+            "v_status_after": integration.status,
+        },
+    )
     return change
 
 
 # finish_run's two locks, integration then run (reap_abandoned's order), built once like
 # start_run's statements. The integration is found through the run inside its own locking
 # statement: a run never changes integration, so reading the link unlocked is safe, and it
-# saves a round trip.
-_RUN_OWNER = select(SyncRun.integration_id).where(SyncRun.id == bindparam("run_id"))
+# saves a round trip. The run is read and closed as Core rows: its new values are all
+# known once the outcome is applied, so one UPDATE writes them, with no ORM object.
+_RUNS = table_of(SyncRun)
+_RUN_OWNER = select(_RUNS.c.integration_id).where(_RUNS.c.id == bindparam("run_id"))
 _LOCK_RUN_INTEGRATION = (
     select(Integration)
     .where(Integration.id == _RUN_OWNER.scalar_subquery())
     .with_for_update(of=Integration)
 )
 _LOCK_RUN = (
-    select(SyncRun)
-    .where(SyncRun.id == bindparam("run_id"))
+    select(_RUNS.c.finished_at, _RUNS.c.records_received, _RUNS.c.pause_epoch)
+    .where(_RUNS.c.id == bindparam("run_id"))
     .with_for_update()
-    .execution_options(populate_existing=True)
+)
+_CLOSE_RUN = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run_id"))
+    .values(
+        finished_at=bindparam("v_finished_at"),
+        lease_expires_at=None,
+        outcome=bindparam("v_outcome"),
+        warnings=bindparam("v_warnings"),
+        error=bindparam("v_error"),
+        records_received=bindparam("v_records"),
+        applied=bindparam("v_applied"),
+        status_after=bindparam("v_status_after"),
+    )
 )
 
 
-def _lock_run(session: Session, run_id: uuid.UUID) -> tuple[Integration, SyncRun] | None:
-    """Lock a run's integration, then the run; None if the run is gone."""
-    integration = session.scalars(_LOCK_RUN_INTEGRATION, {"run_id": run_id}).unique().one_or_none()
-    if integration is None:
-        return None
-    run = session.scalars(_LOCK_RUN, {"run_id": run_id}).one_or_none()
-    return None if run is None else (integration, run)
-
-
 def _apply_outcome(
-    session: Session, integration: Integration, run: SyncRun, outcome: SyncOutcome, *, now: datetime
+    session: Session,
+    integration: Integration,
+    run_id: uuid.UUID,
+    report: SyncReport,
+    *,
+    now: datetime,
 ) -> Change | None:
-    if (
-        integration.status_enum not in SYNCING_STATUSES
-        or run.pause_epoch != integration.pause_epoch
-    ):
-        # A late result: the integration is paused, or was paused while the run worked (the
-        # result belongs to the old credentials or decision). Recorded, never applied.
-        run.applied = False
-        return None
     first = integration.first_sync_finished_at is None
-    if outcome is not SyncOutcome.AUTH_FAILED and first:
+    if report.outcome is not SyncOutcome.AUTH_FAILED and first:
         # The first sync is the first that got past authentication: QA judges the data.
         integration.first_sync_finished_at = now
     change = apply_trigger(
         session,
         integration,
-        OUTCOME_TRIGGERS[outcome],
+        OUTCOME_TRIGGERS[report.outcome],
         now=now,
-        sync_run_id=run.id,
-        reason=run.error or ("; ".join(run.warnings) if run.warnings else None),
+        sync_run_id=run_id,
+        reason=report.error or ("; ".join(report.warnings) if report.warnings else None),
         first_sync=first,
     )
-    run.applied = True
     escalated = apply_time_rules(session, integration, now=now)
     return escalated or change
 

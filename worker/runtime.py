@@ -54,7 +54,11 @@ class Runtime:
     @cached_property
     def engine(self) -> Engine:
         # Each worker thread may hold a connection while a sync stores a page.
-        return make_engine(self.settings.database_url, pool_size=self.settings.worker_concurrency)
+        return make_engine(
+            self.settings.database_url,
+            pool_size=self.settings.worker_concurrency,
+            pre_ping=self.settings.db_pre_ping,
+        )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

@@ -62,6 +62,8 @@ class Settings:
     # started, succeeded) that cost the worker 0.6-0.9 ms of CPU, a third of a no-op task
     # (benchmarks/throughput.py). Off, only those monitoring views lose them.
     task_events: bool = True
+    # Ping each pooled database connection before use (see models.db.make_engine).
+    db_pre_ping: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -116,6 +118,7 @@ class Settings:
             lease_ttl_s=_int_or(get("LEASE_TTL"), "LEASE_TTL", 90),
             visibility_timeout_s=_int_or(get("VISIBILITY_TIMEOUT"), "VISIBILITY_TIMEOUT", 1800),
             task_events=_bool_or(get("TASK_EVENTS"), "TASK_EVENTS", True),
+            db_pre_ping=_bool_or(get("DB_PRE_PING"), "DB_PRE_PING", False),
         )
 
 

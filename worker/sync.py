@@ -72,13 +72,37 @@ class RetryLater(Exception):
 
 
 class PageStore:
-    """The sink connectors write to: every page and its cursor in one transaction."""
+    """The sink connectors write to: every page and its cursor in one transaction.
+
+    The newest page is held back and stored by the transaction that finishes the run (most
+    syncs are one page: one transaction less each). An earlier page is stored as soon as
+    the next one arrives, and a held page is stored before a retry or an error leaves the
+    sync. Only a killed process loses the held page, together with its cursor: the next
+    sync fetches it again, so nothing is lost or stored twice.
+    """
 
     def __init__(self, services: SyncServices, start: RunStart) -> None:
         self._services = services
         self._start = start
+        self._held: Page | None = None
 
     def store(self, page: Page) -> None:
+        if self._held is not None:
+            self._write(self._held)
+        self._held = page
+
+    def take(self) -> Page | None:
+        """The held page, for the transaction that finishes the run to store."""
+        page, self._held = self._held, None
+        return page
+
+    def flush(self) -> None:
+        """Store the held page now, in its own transaction."""
+        page = self.take()
+        if page is not None:
+            self._write(page)
+
+    def _write(self, page: Page) -> None:
         with self._services.sessions() as session, session.begin():
             store_page(
                 session,
@@ -125,10 +149,12 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
     structlog.contextvars.bind_contextvars(
         integration_id=str(start.integration_id), provider=start.provider
     )
-    log.info("sync.started", run_id=str(start.run_id), first_sync=start.first_sync)
+    log.debug("sync.started", run_id=str(start.run_id), first_sync=start.first_sync)
+    pages = PageStore(services, start)
     try:
-        result = _fetch(services, start)
+        result = _fetch(services, start, pages)
     except TransientError as exc:
+        pages.flush()
         if not final_attempt:
             with services.sessions() as session, session.begin():
                 close_for_retry(
@@ -136,21 +162,35 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
                 )
             raise RetryLater(str(exc), exc.retry_after) from exc
         result = SyncResult(SyncOutcome.FAILED, error=f"gave up after retries: {exc}")
+    except BaseException:
+        _keep_held_page(pages)
+        raise
     report = SyncReport(result.outcome, tuple(result.warnings), result.error)
     with services.sessions() as session, session.begin():
-        change = finish_run(session, start.run_id, report, now=services.clock.now())
+        change = finish_run(
+            session, start.run_id, report, now=services.clock.now(), last_page=pages.take()
+        )
     log.info(
         "sync.finished",
         run_id=str(start.run_id),
         outcome=result.outcome.value,
         records=result.records,
         warnings=len(result.warnings),
+        first_sync=start.first_sync,
         status=change.to_status.value if change else None,
     )
     return Finished(start.run_id, result, change)
 
 
-def _fetch(services: SyncServices, start: RunStart) -> SyncResult:
+def _keep_held_page(pages: PageStore) -> None:
+    """On the way out with an error: store the page already fetched, if the database lets us."""
+    try:
+        pages.flush()
+    except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
+        log.warning("sync.held_page_lost", error=type(exc).__name__)
+
+
+def _fetch(services: SyncServices, start: RunStart, pages: PageStore) -> SyncResult:
     credentials = _credentials(services.keyring, start)
     if isinstance(credentials, SyncResult):
         return credentials
@@ -166,7 +206,7 @@ def _fetch(services: SyncServices, start: RunStart) -> SyncResult:
     provider = Provider(start.provider)
     connector = services.connector_for(provider)
     with paced(_pacer(services, provider, start.integration_id)):
-        return run_sync(connector, context, PageStore(services, start))
+        return run_sync(connector, context, pages)
 
 
 def _pacer(services: SyncServices, provider: Provider, integration_id: uuid.UUID) -> Pacer:

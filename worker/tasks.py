@@ -15,7 +15,9 @@ from typing import Any, Final
 
 import structlog
 from celery import Celery, Task
+from sqlalchemy.exc import DBAPIError
 
+from models.db import is_disconnect
 from models.status import Provider, parse_enum
 from models.sync_runs import reap_abandoned
 from models.time_rules import deactivate_idle_development, escalate_auth_failures
@@ -64,24 +66,33 @@ def register(app: Celery) -> None:
         retries = self.request.retries
         provider = provider_of_queue(settings.providers, self.request.delivery_info)
         started = time.monotonic()
+        final = retries >= settings.max_retries
         try:
             done = sync_integration(
                 runtime.sync_services,
                 integration_id,
                 task_id=self.request.id,
                 attempt=retries,
-                final_attempt=retries >= settings.max_retries,
+                final_attempt=final,
             )
-        except RetryLater as exc:
+        except (RetryLater, DBAPIError) as exc:
+            if not _retryable(exc, final=final):
+                raise
             record_sync(provider, RETRIED, time.monotonic() - started)
-            countdown = retry_countdown(retries, exc.retry_after, cap=settings.max_retry_delay_s)
-            log.info("sync.retrying", retries=retries, countdown_s=round(countdown, 1))
-            raise self.retry(countdown=countdown, exc=exc) from exc
+            raise _retry(self, exc, cap=settings.max_retry_delay_s) from exc
         if isinstance(done, Finished):
             record_sync(provider, done.result.outcome.value, time.monotonic() - started)
             return {"run_id": str(done.run_id), "outcome": done.result.outcome.value}
         log.info("sync.skipped", reason=done.reason)
         return {"skipped": done.reason}
+
+    _register_ticks(app)
+    _register_delivery(app)
+
+
+def _register_ticks(app: Celery) -> None:
+    """The beat's tasks: each provider's dispatch tick and the periodic sweeps."""
+    settings = settings_of(app)
 
     @app.task(name=DISPATCH_TASK, shared=False)
     def dispatch(provider: str) -> dict[str, Any]:
@@ -107,8 +118,6 @@ def register(app: Celery) -> None:
     @app.task(name=REAP_TASK, shared=False)
     def sweep_reap_abandoned() -> int:
         return _sweep(app, "sweep:reap_abandoned", reap_abandoned)
-
-    _register_delivery(app)
 
 
 def _register_delivery(app: Celery) -> None:
@@ -141,6 +150,30 @@ def _sweep(app: Celery, name: str, rule: Callable[..., list[Any]]) -> int:
     if total:
         log.info("sweep.done", sweep=name, changed=total)
     return total
+
+
+def _retryable(exc: Exception, *, final: bool) -> bool:
+    """A transient provider failure (sync_integration judged it), or a database connection
+    the server dropped, before the last attempt.
+
+    After a dropped connection SQLAlchemy has discarded the pool, so the retry gets a new one.
+    """
+    return isinstance(exc, RetryLater) or (is_disconnect(exc) and not final)
+
+
+def _retry(task: Task, exc: RetryLater | DBAPIError, *, cap: float) -> Exception:
+    """Schedule the task's next attempt after a jittered backoff (Celery raises `Retry`)."""
+    retries = task.request.retries
+    retry_after = getattr(exc, "retry_after", None)  # the provider's, if it said
+    countdown = retry_countdown(retries, retry_after, cap=cap)
+    log.info("sync.retrying", retries=retries, countdown_s=round(countdown, 1), error=_brief(exc))
+    retry: Exception = task.retry(countdown=countdown, exc=exc)
+    return retry
+
+
+def _brief(exc: Exception) -> str:
+    """The error for the log: a database error's own message, never its SQL or parameters."""
+    return str(exc.orig if isinstance(exc, DBAPIError) else exc)
 
 
 def _too_many_deliveries(redis: Any, request: Any) -> bool:

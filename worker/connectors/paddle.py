@@ -107,7 +107,7 @@ class PaddleConnector(HttpConnector):
         def sync_stream(stream: str, tally: SyncTally) -> None:
             cursor = _StreamCursor.restore(ctx.cursors.get(stream), stream, tally)
             _StreamSync(api, stream, cursor, sink, tally).run()
-            log.info("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
+            log.debug("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
         streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
         return sync_streams(streams, sync_stream)

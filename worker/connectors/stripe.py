@@ -100,7 +100,7 @@ class StripeConnector(HttpConnector):
         def sync_stream(stream: str, tally: SyncTally) -> None:
             cursor = WalkCursor.restore(CURSOR, ctx.cursors.get(stream), stream, tally)
             _StreamSync(api, stream, self.page_size, cursor, sink, tally).run()
-            log.info("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
+            log.debug("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
         streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
         return sync_streams(streams, sync_stream)

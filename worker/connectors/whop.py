@@ -95,7 +95,7 @@ class WhopConnector(HttpConnector):
             stored = ctx.cursors.get(stream) or {}
             cursor = restore(stream, tally, lambda: MARK.load(stored), lambda: Mark(MARK))
             _StreamSync(api, stream, company, self.page_size, cursor, sink, tally).run()
-            log.info("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
+            log.debug("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
         streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
         return sync_streams(streams, sync_stream)

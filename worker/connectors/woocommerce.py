@@ -118,7 +118,7 @@ class WooCommerceConnector(HttpConnector):
                 if exc.status != 404 or stream not in OPTIONAL_STREAMS:
                     raise
                 tally.warn(f"{stream}: skipped, the extension is not installed ({exc})")
-            log.info("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
+            log.debug("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
         return sync_streams(streams, sync_stream)
 
