@@ -51,7 +51,7 @@ def create_app(
         beat_schedule=build_schedule(settings.providers, cadence),
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         worker_hijack_root_logger=False,
-        # Flower's feed; SYNCWORKER_TASK_EVENTS=false (and no `-E`) saves their CPU.
+        # Flower's feed, off unless SYNCWORKER_TASK_EVENTS=true, `-E` or Flower turns it on.
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
         worker_concurrency=settings.worker_concurrency,

@@ -60,8 +60,9 @@ class Settings:
     worker_concurrency: int = 64
     # Celery task events, for Flower and `celery events`: three messages per task (received,
     # started, succeeded) that cost the worker 0.6-0.9 ms of CPU, a third of a no-op task
-    # (benchmarks/throughput.py). Off, only those monitoring views lose them.
-    task_events: bool = True
+    # (benchmarks/throughput.py). Off by default, as in Celery: Flower turns them on in the
+    # workers it watches, and `-E` or SYNCWORKER_TASK_EVENTS=true does it for good.
+    task_events: bool = False
     # Ping each pooled database connection before use (see models.db.make_engine).
     db_pre_ping: bool = False
 
@@ -117,7 +118,7 @@ class Settings:
             max_retry_delay_s=_int_or(get("MAX_RETRY_DELAY"), "MAX_RETRY_DELAY", 600),
             lease_ttl_s=_int_or(get("LEASE_TTL"), "LEASE_TTL", 90),
             visibility_timeout_s=_int_or(get("VISIBILITY_TIMEOUT"), "VISIBILITY_TIMEOUT", 1800),
-            task_events=_bool_or(get("TASK_EVENTS"), "TASK_EVENTS", True),
+            task_events=_bool_or(get("TASK_EVENTS"), "TASK_EVENTS", False),
             db_pre_ping=_bool_or(get("DB_PRE_PING"), "DB_PRE_PING", False),
         )
 

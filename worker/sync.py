@@ -178,6 +178,7 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
         warnings=len(result.warnings),
         first_sync=start.first_sync,
         status=change.to_status.value if change else None,
+        **({"error": result.error} if result.error else {}),
     )
     return Finished(start.run_id, result, change)
 

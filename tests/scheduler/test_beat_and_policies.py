@@ -267,9 +267,10 @@ def test_settings_read_urls_and_numbers_from_env(make_settings: SettingsFactory)
     assert settings.log_level == "DEBUG"
 
 
-def test_task_events_are_on_unless_turned_off(make_settings: SettingsFactory) -> None:
-    assert make_settings().task_events
+def test_task_events_are_off_unless_turned_on(make_settings: SettingsFactory) -> None:
+    assert not make_settings().task_events
     assert make_settings(SYNCWORKER_TASK_EVENTS="on").task_events
+    assert make_settings(SYNCWORKER_TASK_EVENTS="true").task_events
     assert not make_settings(SYNCWORKER_TASK_EVENTS="false").task_events
     assert not make_settings(SYNCWORKER_TASK_EVENTS="0").task_events
 
@@ -277,8 +278,8 @@ def test_task_events_are_on_unless_turned_off(make_settings: SettingsFactory) ->
 def test_the_celery_app_sends_task_events_as_the_settings_say(
     make_settings: SettingsFactory,
 ) -> None:
-    on = create_app(make_settings())
-    off = create_app(make_settings(SYNCWORKER_TASK_EVENTS="off"))
+    on = create_app(make_settings(SYNCWORKER_TASK_EVENTS="on"))
+    off = create_app(make_settings())
 
     assert (on.conf.worker_send_task_events, on.conf.task_send_sent_event) == (True, True)
     assert (off.conf.worker_send_task_events, off.conf.task_send_sent_event) == (False, False)
