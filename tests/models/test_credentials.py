@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.credentials import (
@@ -225,6 +227,21 @@ def test_secrets_never_reach_logs_or_error_messages(caplog: pytest.LogCaptureFix
     # then
     assert "api_key=***" in caplog.text
     assert_no_secrets(caplog.text, NEW_KEY, OLD_KEY, STRANGER_KEY)
+
+
+def test_a_failed_statement_never_shows_its_parameters(engine: Engine) -> None:
+    # given a statement whose parameters carry a sealed secret and synced customer data
+    secret, email = "v1:sealed-secret-do-not-show", "customer@example.com"
+    failing = text("SELECT * FROM no_such_table WHERE a = :secret AND b = :email")
+
+    # when the database rejects it
+    with pytest.raises(DBAPIError) as raised, engine.connect() as connection:
+        connection.execute(failing, {"secret": secret, "email": email})
+
+    # then neither the error nor its traceback shows them, only that they were hidden
+    shown = "".join(traceback.format_exception(raised.value))
+    assert secret not in shown and email not in shown
+    assert "parameters hidden" in shown
 
 
 def test_pickling_a_keyring_or_credentials_raises() -> None:

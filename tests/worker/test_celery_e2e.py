@@ -444,3 +444,35 @@ def test_a_rate_limited_sync_retries_through_celery_after_retry_after(
     assert first.finished_at is not None
     assert (second.started_at - first.finished_at).total_seconds() >= 1.0
     assert integration(sessions, integration_id).status == Status.ACTIVE
+
+
+def test_a_database_connection_the_server_dropped_retries_the_sync_on_a_fresh_pool(
+    make_app: Callable[..., Celery],
+    pg_engine: Engine,
+    sessions: sessionmaker[Session],
+    add_integration: Callable[..., uuid.UUID],
+    outcomes: Outcomes,
+) -> None:
+    # given: a worker whose pooled connections the server then drops (a restart, a proxy)
+    app = make_app(MAX_RETRY_DELAY="1")
+    integration_id = add_integration("sk_test_dropped")
+    with running_worker(app):
+        dispatch_tick(app)
+        wait_for(finished_runs(sessions, 1), what="the first sync")
+        with pg_engine.connect() as connection:
+            dropped = connection.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).scalar_one()
+        assert dropped >= 1
+        pg_engine.dispose()  # the test's own pool lost its connections too
+
+        # when: the integration's next sync arrives
+        task_id = app.send_task(SYNC_TASK, args=(str(integration_id),), queue=STRIPE_QUEUE).id
+        wait_for(lambda: [d for d in outcomes.of(task_id) if d.state == "SUCCESS"], what="retry")
+
+    # then: the dropped connection cost one retry, not the sync
+    assert [done.state for done in outcomes.of(task_id)] == ["RETRY", "SUCCESS"]
+    first, second = runs_of(sessions, integration_id)
+    assert (first.outcome, second.outcome) == (SyncOutcome.SUCCEEDED, SyncOutcome.SUCCEEDED)
+    assert second.attempt == 1

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.clock import ManualClock
@@ -28,6 +28,7 @@ from tests.conftest import IntegrationFactory
 from tests.fakes.stripe import FakeStripe
 from worker.budget import LocalBudget
 from worker.connectors.base import Connector, Page, PageSink, SyncContext, SyncResult
+from worker.connectors.errors import TransientError
 from worker.connectors.http import HttpOptions, RetryPolicy
 from worker.connectors.registry import connector_for
 from worker.lease import Leases, LocalLeaseStore
@@ -56,15 +57,16 @@ class WorkerDied(Exception):
 
 
 class CrashingSink:
-    """Stores `pages` pages through the real sink, then dies before the next one."""
+    """Stores `pages` pages through the real sink, then raises `error` before the next one."""
 
-    def __init__(self, sink: PageSink, pages: int) -> None:
+    def __init__(self, sink: PageSink, pages: int, error: Exception) -> None:
         self._sink = sink
         self._left = pages
+        self._error = error
 
     def store(self, page: Page) -> None:
         if self._left == 0:
-            raise WorkerDied("killed between pages")
+            raise self._error
         self._sink.store(page)
         self._left -= 1
 
@@ -78,10 +80,12 @@ class Interfering:
         *,
         during_sync: Callable[[], None] = lambda: None,
         crash_after_pages: int | None = None,
+        crash_with: Exception | None = None,
     ) -> None:
         self._inner = inner
         self._during_sync = during_sync
         self._crash_after_pages = crash_after_pages
+        self._crash_with = crash_with or WorkerDied("killed between pages")
         self.provider = inner.provider
         self.required_credentials = inner.required_credentials
 
@@ -91,7 +95,7 @@ class Interfering:
     def sync(self, ctx: SyncContext, sink: PageSink) -> SyncResult:
         self._during_sync()
         if self._crash_after_pages is not None:
-            sink = CrashingSink(sink, self._crash_after_pages)
+            sink = CrashingSink(sink, self._crash_after_pages, self._crash_with)
         return self._inner.sync(ctx, sink)
 
     def close(self) -> None:
@@ -232,6 +236,35 @@ def test_sync_stores_every_record_and_moves_the_status_with_an_audit_row(
     with sessions() as session:
         change = session.scalars(select(StatusChange).order_by(StatusChange.id.desc())).first()
         assert change is not None and change.sync_run_id == run.id
+
+
+@pytest.mark.parametrize(("customers", "commits"), [(PAGE_SIZE - 1, 2), (25, 4)])
+def test_the_last_page_is_stored_by_the_transaction_that_finishes_the_run(
+    services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    customers: int,
+    commits: int,
+) -> None:
+    # given an integration with one page of customers, or three
+    integration = make_stripe_integration(customers=customers)
+    committed: list[object] = []
+    engine, count = sessions.kw["bind"], committed.append
+    event.listen(engine, "commit", count)
+    try:
+        # when it syncs
+        done = sync_integration(services, str(integration.id), task_id="task-1")
+    finally:
+        event.remove(engine, "commit", count)
+
+    # then: one transaction starts the run, one per earlier page, one stores the last and
+    # finishes; every record is stored and counted on the run
+    assert isinstance(done, Finished) and done.result.records == customers
+    assert len(committed) == commits
+    assert record_ids(sessions, integration.id) == customer_ids(customers)
+    [run] = runs_of(sessions, integration.id)
+    assert (run.records_received, run.outcome) == (customers, "succeeded")
+    assert reload(sessions, integration.id).data_last_received_at is not None
 
 
 def test_first_successful_sync_keeps_the_integration_active_and_marks_the_first_sync(
@@ -399,6 +432,40 @@ def test_transient_failure_before_the_final_attempt_asks_for_a_retry_and_changes
     assert reload(sessions, integration.id).status == Status.ACTIVE
     # and the lease was given back for the retry
     assert services.leases.acquire(str(integration.id)) is not None
+
+
+def test_a_transient_failure_after_a_page_keeps_the_page_for_the_retry(
+    services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    fake: FakeStripe,
+) -> None:
+    # given: the provider fails transiently once the first of three pages arrived
+    integration = make_stripe_integration(customers=25)
+    failing = replace(
+        services,
+        connector_for=lambda p: Interfering(
+            services.connector_for(p),
+            crash_after_pages=1,
+            crash_with=TransientError("GET /v1/customers: 503"),
+        ),
+    )
+
+    # when the attempt hands over to the task, and the retry runs
+    with pytest.raises(RetryLater):
+        sync_integration(failing, str(integration.id), task_id="task-1", final_attempt=False)
+    kept = record_ids(sessions, integration.id)
+    fake.clear_log()
+    done = sync_integration(services, str(integration.id), task_id="task-1", attempt=1)
+
+    # then: the page fetched before the failure was stored, and the retry went on after it
+    assert kept == customer_ids(25)[-PAGE_SIZE:]  # Stripe lists the newest first
+    assert fake.requests_to("/v1/customers")[0].query["starting_after"] == "cus_000016"
+    assert isinstance(done, Finished) and done.result.records == 25 - PAGE_SIZE
+    first, retried = runs_of(sessions, integration.id)
+    assert (first.records_received, first.outcome) == (PAGE_SIZE, None)
+    assert (retried.records_received, retried.outcome) == (25 - PAGE_SIZE, "succeeded")
+    assert record_ids(sessions, integration.id) == customer_ids(25)
 
 
 def test_transient_failure_on_the_final_attempt_counts_as_failed(
