@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/throughput.py [--database-url URL] [--redis-url URL]
                                               [--concurrency N] [--workers N] [--quick]
 
-Starts one real worker (`celery -A worker worker -P threads -c N`, the command
+Starts one real worker (`celery -A worker worker -P threads -c 32`, the command
 this benchmark recommends; `--workers 2` starts two such processes, the way to
 use a second core) and feeds it three batches of messages, each queued in full
 before the workers are told to consume (`add_consumer`) and timed until the
@@ -70,7 +70,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 # Threads, not prefork: a sync spends nearly all its time waiting on the provider, and
 # threads wait in parallel in one process (prefork with 2 processes manages ~10/s).
 POOL = "threads"
-DEFAULT_CONCURRENCY = 100
+# Enough threads to keep 200 ms requests flowing at the rate one process's CPU allows; more
+# threads cost more CPU per sync in GIL hand-offs (-c 100 did 66 syncs/s where -c 32 did 79).
+DEFAULT_CONCURRENCY = 32
 NOOP_TASK = "celery.accumulate"  # built into every Celery app; returns its arguments
 CUSTOMERS = 10  # one page: each sync is exactly one request to the fake
 SLOW_LATENCY_S = 0.2
