@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/throughput.py [--database-url URL] [--redis-url URL]
                                               [--concurrency N] [--workers N] [--quick]
 
-Starts one real worker (`celery -A worker worker -P threads -c 32`, the command
-this benchmark recommends; `--workers 2` starts two such processes, the way to
-use a second core) and feeds it three batches of messages, each queued in full
+Starts one real worker (`taskset -c 0 celery -A worker worker -P threads -c 64`,
+the command this benchmark recommends; `--workers 2` starts two such processes,
+each pinned to its own core, the way to use a second core; `--no-pin` leaves
+them to the scheduler) and feeds it three batches of messages, each queued in full
 before the workers are told to consume (`add_consumer`) and timed until the
 queue and its unacked set are empty:
 
@@ -70,9 +71,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 # Threads, not prefork: a sync spends nearly all its time waiting on the provider, and
 # threads wait in parallel in one process (prefork with 2 processes manages ~10/s).
 POOL = "threads"
-# Enough threads to keep 200 ms requests flowing at the rate one process's CPU allows; more
-# threads cost more CPU per sync in GIL hand-offs (-c 100 did 66 syncs/s where -c 32 did 79).
-DEFAULT_CONCURRENCY = 32
+# The worker's default (SYNCWORKER_CONCURRENCY): pinned to a core, a worker's rate barely
+# depends on it (200 ms provider: 109/s at -c 32, 107/s at -c 64, 110/s at -c 100).
+DEFAULT_CONCURRENCY = 64
 NOOP_TASK = "celery.accumulate"  # built into every Celery app; returns its arguments
 CUSTOMERS = 10  # one page: each sync is exactly one request to the fake
 SLOW_LATENCY_S = 0.2
@@ -222,19 +223,25 @@ def add_environment(engine: Engine) -> None:
 # -- the worker ---------------------------------------------------------------------------------
 
 
-def worker_command(concurrency: int, queues: Sequence[str]) -> list[str]:
-    """The recommended worker command line (with this process's virtualenv)."""
+def worker_command(concurrency: int, queues: Sequence[str], cpu: int | None = None) -> list[str]:
+    """The recommended worker command line (with this process's virtualenv), pinned to `cpu`.
+
+    A threads worker runs Python on one core at a time (the GIL); left to the scheduler, its
+    threads hand the GIL across cores, and those hand-offs cost more CPU than the syncs
+    (this box: 13.8 ms of worker CPU per sync unpinned, 8.2 ms pinned).
+    """
     celery = str(Path(sys.executable).with_name("celery"))
-    return [celery, "-A", "worker", "worker", "-P", POOL, "-c", str(concurrency),
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    return [*pin, celery, "-A", "worker", "worker", "-P", POOL, "-c", str(concurrency),
             "-Q", ",".join(queues)]  # fmt: skip
 
 
 @contextmanager
 def running_worker(
-    env: dict[str, str], concurrency: int, hostname: str, log: Path
+    env: dict[str, str], concurrency: int, hostname: str, log: Path, cpu: int | None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The worker process, consuming only the control queue until told otherwise."""
-    command = [*worker_command(concurrency, [CONTROL_QUEUE]), "-n", hostname]
+    command = [*worker_command(concurrency, [CONTROL_QUEUE], cpu), "-n", hostname]
     repo = Path(__file__).resolve().parents[1]
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own command line, no shell
@@ -357,7 +364,13 @@ class Bench:
 
 
 def run(
-    database_url: str, redis_url: str, concurrency: int, scale: Scale, processes: int = 1
+    database_url: str,
+    redis_url: str,
+    concurrency: int,
+    scale: Scale,
+    processes: int = 1,
+    *,
+    pin: bool = True,
 ) -> dict[str, Any]:
     engine = fresh_postgres_schema(database_url)
     add_environment(engine)
@@ -386,11 +399,14 @@ def run(
         )
         slow = ids[scale.warmup + scale.instant_syncs :]
         logs = [Path(data_dir) / f"worker-{n}.log" for n in range(processes)]
+        cpus = [n % (os.cpu_count() or 1) if pin else None for n in range(processes)]
         try:
             with ExitStack() as stack:
                 workers = [
-                    Worker(name, stack.enter_context(running_worker(env, concurrency, name, log)))
-                    for name, log in zip(hostnames, logs, strict=True)
+                    Worker(
+                        name, stack.enter_context(running_worker(env, concurrency, name, log, cpu))
+                    )
+                    for name, log, cpu in zip(hostnames, logs, cpus, strict=True)
                 ]
                 for worker in workers:
                     wait_for_worker(app, worker)
@@ -433,7 +449,10 @@ def run(
         "cpu_ms_per_noop": noop.cpu_ms,
         "cpu_ms_per_sync": results.cpu_ms,
         "cpu_ms_per_sync_200ms": slowed.cpu_ms,
-        "worker_command": " ".join(["celery", *worker_command(concurrency, queues)[1:]]),
+        "pinned": pin,
+        "worker_command": " ".join(worker_command(concurrency, queues, cpus[0])).replace(
+            str(Path(sys.executable).with_name("celery")), "celery"
+        ),
     }
 
 
@@ -463,7 +482,8 @@ def report(figures: dict[str, Any]) -> None:
     machine_ceiling = figures["cores"] * 1000 / per_sync["total"] if per_sync["total"] else 0.0
     rows = [
         ("worker", f"-P {figures['pool']} -c {figures['concurrency']}",
-         f"{processes} process" + ("es" if processes > 1 else "")),
+         f"{processes} process" + ("es" if processes > 1 else "")
+         + (", pinned: one core each (taskset)" if figures["pinned"] else ", unpinned")),
         (f"(a) no-op tasks ({figures['noop_tasks']:,})", f"{figures['noop_per_s']:.0f} /s", ""),
         (f"(a) sync results, fake at once ({figures['instant_syncs']:,})",
          f"{figures['results_per_s']:.0f} /s", ""),
@@ -501,9 +521,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--workers", type=int, default=1, help="worker processes to start")
     parser.add_argument("--quick", action="store_true", help="fewer messages per phase")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="leave the workers to the scheduler (no taskset)"
+    )
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
-    report(run(args.database_url, args.redis_url, args.concurrency, scale, args.workers))
+    pin = not args.no_pin
+    report(run(args.database_url, args.redis_url, args.concurrency, scale, args.workers, pin=pin))
 
 
 if __name__ == "__main__":
