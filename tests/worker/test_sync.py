@@ -102,6 +102,13 @@ class Interfering:
         """The inner connector belongs to the services fixture."""
 
 
+def interfered(services: SyncServices, **interference: Any) -> SyncServices:
+    """The services, with every connector wrapped in `Interfering(**interference)`."""
+    return replace(
+        services, connector_for=lambda p: Interfering(services.connector_for(p), **interference)
+    )
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeStripe]:
     with FakeStripe() as server:
@@ -442,13 +449,8 @@ def test_a_transient_failure_after_a_page_keeps_the_page_for_the_retry(
 ) -> None:
     # given: the provider fails transiently once the first of three pages arrived
     integration = make_stripe_integration(customers=25)
-    failing = replace(
-        services,
-        connector_for=lambda p: Interfering(
-            services.connector_for(p),
-            crash_after_pages=1,
-            crash_with=TransientError("GET /v1/customers: 503"),
-        ),
+    failing = interfered(
+        services, crash_after_pages=1, crash_with=TransientError("GET /v1/customers: 503")
     )
 
     # when the attempt hands over to the task, and the retry runs
@@ -579,15 +581,10 @@ def test_result_arriving_after_deactivation_is_recorded_but_changes_nothing(
         with sessions() as session, session.begin():
             deactivate(session, integration.id, now=clock.now(), actor="user-1")
 
-    interfered = replace(
-        services,
-        connector_for=lambda p: Interfering(
-            services.connector_for(p), during_sync=user_deactivates
-        ),
-    )
+    deactivating = interfered(services, during_sync=user_deactivates)
 
     # when
-    done = sync_integration(interfered, str(integration.id), task_id="task-1")
+    done = sync_integration(deactivating, str(integration.id), task_id="task-1")
 
     # then: recorded, not applied, nothing resurrected
     assert isinstance(done, Finished)
@@ -611,10 +608,7 @@ def test_sync_after_a_crash_between_pages_resumes_from_the_stored_cursor(
 ) -> None:
     # given: the worker dies after storing the first page of 25 customers
     integration = make_stripe_integration(customers=25)
-    crashing = replace(
-        services,
-        connector_for=lambda p: Interfering(services.connector_for(p), crash_after_pages=1),
-    )
+    crashing = interfered(services, crash_after_pages=1)
     with pytest.raises(WorkerDied):
         sync_integration(crashing, str(integration.id), task_id="task-1")
     assert len(record_ids(sessions, integration.id)) == PAGE_SIZE
