@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.fakes.server import FakeServer, Request, Response
+from tests.fakes.server import FakeServer, Request, Response, append_new
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 SPACING = timedelta(minutes=1)
@@ -77,11 +77,8 @@ class FakePaddle(FakeServer):
 
     def add_objects(self, api_key: str, kind: str, count: int) -> list[str]:
         """Append `count` new (newer) entities of `kind`; returns their ids."""
-        with self._data_lock:
-            objects = self._data[api_key][kind]
-            made = [self._make(api_key, kind, len(objects) + n + 1) for n in range(count)]
-            objects.extend(made)
-        return [obj["id"] for obj in made]
+        objects = self._data[api_key][kind]
+        return append_new(self._data_lock, objects, count, lambda n: self._make(api_key, kind, n))
 
     def update(self, api_key: str, kind: str, entity_id: str, **changes: Any) -> None:
         """Change an entity: its `updated_at` becomes the newest."""

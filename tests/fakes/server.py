@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from tests.fakes.loopback import Handler, LoopbackServer, Request, Response
 
@@ -249,6 +249,16 @@ class FakeServer:
         self.stop()
         if kind is None and self.errors:
             raise AssertionError(f"the fake's handlers raised: {self.errors!r}")
+
+
+def append_new(
+    lock: threading.Lock, objects: list[dict[str, Any]], count: int, make: Callable[[int], Any]
+) -> list[str]:
+    """Append `count` objects made by `make(number)`, numbered on from the last; their ids."""
+    with lock:
+        made = [make(len(objects) + n + 1) for n in range(count)]
+        objects.extend(made)
+    return [str(obj["id"]) for obj in made]
 
 
 def _drop(response: Response, field_name: str, index: int | None) -> Response:

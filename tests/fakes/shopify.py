@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response
+from tests.fakes.server import FakeServer, Request, Response, append_new
 
 START = datetime(2024, 1, 1, tzinfo=UTC)  # fixed, so generated data is the same every run
 SPACING = timedelta(minutes=1)  # between consecutive changes in one shop
@@ -67,11 +67,8 @@ class FakeShopify(FakeServer):
 
     def add_objects(self, token: str, kind: str, count: int) -> list[str]:
         """Append `count` new objects of `kind`, updated after everything before; their ids."""
-        with self._data_lock:
-            objects = self._shops[token][kind]
-            made = [self._make(token, kind, len(objects) + n + 1) for n in range(count)]
-            objects.extend(made)
-        return [str(obj["id"]) for obj in made]
+        objects = self._shops[token][kind]
+        return append_new(self._data_lock, objects, count, lambda n: self._make(token, kind, n))
 
     def touch(self, token: str, kind: str, ids: list[str]) -> None:
         """Change existing objects: they become the newest."""

@@ -14,7 +14,7 @@ import threading
 from functools import partial
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response
+from tests.fakes.server import FakeServer, Request, Response, append_new
 
 START = 1_700_000_000  # a fixed epoch, so generated data is the same on every run
 SPACING = 60  # seconds between consecutive objects of one kind
@@ -65,11 +65,8 @@ class FakeStripe(FakeServer):
 
     def add_objects(self, secret_key: str, kind: str, count: int) -> list[str]:
         """Append `count` new (newer) objects of `kind`; returns their ids."""
-        with self._data_lock:
-            objects = self._accounts[secret_key][kind]
-            made = [_make(kind, len(objects) + n + 1) for n in range(count)]
-            objects.extend(made)
-        return [obj["id"] for obj in made]
+        objects = self._accounts[secret_key][kind]
+        return append_new(self._data_lock, objects, count, lambda number: _make(kind, number))
 
     def objects(self, secret_key: str, kind: str) -> list[dict[str, Any]]:
         """Every object of `kind` for the key, oldest first."""

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response
+from tests.fakes.server import FakeServer, Request, Response, append_new
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 SPACING = timedelta(minutes=1)
@@ -59,11 +59,8 @@ class FakeWhop(FakeServer):
 
     def add_objects(self, api_key: str, kind: str, count: int) -> list[str]:
         """Append `count` new (newer) objects of `kind`; returns their ids."""
-        with self._data_lock:
-            objects = self._data[api_key][kind]
-            made = [self._make(api_key, kind, len(objects) + n + 1) for n in range(count)]
-            objects.extend(made)
-        return [obj["id"] for obj in made]
+        objects = self._data[api_key][kind]
+        return append_new(self._data_lock, objects, count, lambda n: self._make(api_key, kind, n))
 
     def update(self, api_key: str, kind: str, object_id: str, **changes: Any) -> None:
         """Change an existing object (Whop moves `updated_at`, never `created_at`)."""

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response
+from tests.fakes.server import FakeServer, Request, Response, append_new
 
 START = datetime(2024, 6, 1, 12, 0, 0)  # GMT, as `date_modified_gmt` is written
 SPACING = timedelta(seconds=1)
@@ -84,11 +84,9 @@ class FakeWooCommerce(FakeServer):
 
     def add_objects(self, consumer_key: str, kind: str, count: int) -> list[str]:
         """Append `count` new objects of `kind`, modified after everything before; their ids."""
-        with self._data_lock:
-            objects = self._stores[consumer_key][1][kind]
-            made = [self._make(consumer_key, kind, len(objects) + n + 1) for n in range(count)]
-            objects.extend(made)
-        return [str(obj["id"]) for obj in made]
+        objects = self._stores[consumer_key][1][kind]
+        make = lambda number: self._make(consumer_key, kind, number)  # noqa: E731
+        return append_new(self._data_lock, objects, count, make)
 
     def touch(
         self, consumer_key: str, kind: str, ids: list[str], *, same_second: bool = False
