@@ -15,11 +15,11 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 RUN pip install -c constraints.txt .
 
-# The code (tests/fakes ships too: the demo runs against it).
+# The code (fakes ships too: the demo runs against it).
 COPY models ./models
 COPY scheduler ./scheduler
 COPY worker ./worker
-COPY tests ./tests
+COPY fakes ./fakes
 RUN pip install --no-deps .
 
 # Never root. The data directory holds beat's schedule file.

@@ -56,12 +56,12 @@ from redis import Redis
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
+from fakes.stripe import FakeStripe
 from models.credentials import Keyring
 from models.integrations import ensure_environment
 from models.schema import Integration, SyncRun
 from models.status import Provider, Status, SyncOutcome
 from scheduler.beat import CONTROL_QUEUE
-from tests.fakes.stripe import FakeStripe
 from worker.celery import create_app
 from worker.runtime import publisher_of, runtime_of
 from worker.settings import Settings

@@ -14,17 +14,17 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 
+from fakes.app_store_connect import FakeAppStoreConnect, make_private_key
+from fakes.google_play import FakeGooglePlay
+from fakes.paddle import FakePaddle
+from fakes.revenuecat import FakeRevenueCat
+from fakes.server import FakeServer
+from fakes.shopify import FakeShopify
+from fakes.stripe import FakeStripe
+from fakes.superwall import WEBHOOK_SECRET, FakeSuperwall, event, webhook
+from fakes.whop import FakeWhop
+from fakes.woocommerce import FakeWooCommerce
 from models.status import Provider, Status
-from tests.fakes.app_store_connect import FakeAppStoreConnect, make_private_key
-from tests.fakes.google_play import FakeGooglePlay
-from tests.fakes.paddle import FakePaddle
-from tests.fakes.revenuecat import FakeRevenueCat
-from tests.fakes.server import FakeServer
-from tests.fakes.shopify import FakeShopify
-from tests.fakes.stripe import FakeStripe
-from tests.fakes.superwall import WEBHOOK_SECRET, FakeSuperwall, event, webhook
-from tests.fakes.whop import FakeWhop
-from tests.fakes.woocommerce import FakeWooCommerce
 from worker.connectors.shopify import API_VERSION as SHOPIFY_API_VERSION
 
 # Far more failures than a demo can use up: "from now on", until cleared.

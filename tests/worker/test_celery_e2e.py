@@ -29,6 +29,8 @@ from redis import Redis
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fakes.server import Request, Response
+from fakes.stripe import FakeStripe
 from models.credentials import Keyring
 from models.db import make_sessionmaker
 from models.integrations import NewIntegration, create_integration, ensure_environment
@@ -38,8 +40,6 @@ from models.sync_runs import REAPED_ERROR, reap_abandoned
 from scheduler.beat import CONTROL_QUEUE, DISPATCH_TASK, SYNC_TASK
 from scheduler.providers import DEFAULT_POLICIES
 from tests.conftest import postgres_url, redis_url
-from tests.fakes.server import Request, Response
-from tests.fakes.stripe import FakeStripe
 from worker.celery import create_app
 from worker.runtime import runtime_of
 from worker.settings import Settings

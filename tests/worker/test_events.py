@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fakes.webhooks import HOOK_PATH, FakeReceiver
 from models.changes import Change, record_change
 from models.clock import ManualClock
 from models.db import lock_integration, make_sessionmaker
@@ -27,7 +28,6 @@ from models.schema import Integration, OutboxEvent
 from models.status import Status, Trigger
 from scheduler.beat import DELIVER_EVENTS_TASK
 from tests.conftest import IntegrationFactory, integration_factory
-from tests.fakes.webhooks import HOOK_PATH, FakeReceiver
 from tests.worker.conftest import LogLines
 from worker.celery import create_app
 from worker.events import (

@@ -23,6 +23,7 @@ from redis import Redis
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fakes.stripe import FakeStripe
 from models.clock import ManualClock
 from models.credentials import Keyring
 from models.db import make_sessionmaker
@@ -31,7 +32,6 @@ from models.status import Provider, Status
 from scheduler.beat import DISPATCH_TASK
 from scheduler.providers import DEFAULT_POLICIES
 from tests.conftest import IntegrationFactory, integration_factory, postgres_url, redis_url
-from tests.fakes.stripe import FakeStripe
 from tests.worker.conftest import LogLines
 from worker import metrics
 from worker.celery import create_app

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fakes.stripe import FakeStripe
 from models.clock import ManualClock
 from models.credentials import Keyring
 from models.integrations import deactivate
@@ -25,7 +26,6 @@ from models.status import Provider, Status, SyncOutcome, Trigger
 from models.sync_runs import RunStart, reap_abandoned, start_run
 from scheduler.providers import DEFAULT_POLICIES
 from tests.conftest import IntegrationFactory
-from tests.fakes.stripe import FakeStripe
 from worker.budget import LocalBudget
 from worker.connectors.base import Connector, Page, PageSink, SyncContext, SyncResult
 from worker.connectors.errors import TransientError

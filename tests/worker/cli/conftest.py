@@ -22,9 +22,9 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from fakes.stripe import FakeStripe
 from models.credentials import Keyring
 from models.schema import Integration
-from tests.fakes.stripe import FakeStripe
 from worker.cli import main
 from worker.cli.context import CliContext
 from worker.logs import configure_logging

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from fakes.stripe import FakeStripe
 from models.schema import Integration
 from tests.conftest import IntegrationFactory
-from tests.fakes.stripe import FakeStripe
 from tests.worker.cli.conftest import (
     FILTERS,
     SECRET_KEY,

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
+from fakes.stripe import FakeStripe
+from fakes.webhooks import FakeReceiver
 from models.db import make_sessionmaker
 from models.schema import OutboxEvent, SyncRun
-from tests.fakes.stripe import FakeStripe
-from tests.fakes.webhooks import FakeReceiver
 from tests.worker.cli.conftest import SECRET_KEY, SECRETS, Invoke, create_stripe
 from worker.events import deliver_due
 from worker.logs import configure_logging

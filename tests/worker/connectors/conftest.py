@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
+from fakes.app_store_connect import FakeAppStoreConnect
+from fakes.google_play import FakeGooglePlay
+from fakes.paddle import FakePaddle
+from fakes.revenuecat import FakeRevenueCat
+from fakes.shopify import FakeShopify
+from fakes.stripe import FakeStripe
+from fakes.superwall import FakeSuperwall
+from fakes.whop import FakeWhop
+from fakes.woocommerce import FakeWooCommerce
 from models.credentials import Credentials
-from tests.fakes.app_store_connect import FakeAppStoreConnect
-from tests.fakes.google_play import FakeGooglePlay
-from tests.fakes.paddle import FakePaddle
-from tests.fakes.revenuecat import FakeRevenueCat
-from tests.fakes.shopify import FakeShopify
-from tests.fakes.stripe import FakeStripe
-from tests.fakes.superwall import FakeSuperwall
-from tests.fakes.whop import FakeWhop
-from tests.fakes.woocommerce import FakeWooCommerce
 from worker.connectors.base import Page, SyncContext
 from worker.connectors.http import HttpOptions, RetryPolicy
 from worker.connectors.paddle import PaddleConnector

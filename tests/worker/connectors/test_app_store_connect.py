@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from structlog.testing import capture_logs
 
+from fakes.app_store_connect import FakeAppStoreConnect, make_private_key
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
-from tests.fakes.app_store_connect import FakeAppStoreConnect, make_private_key
 from tests.worker.connectors.conftest import NOW, RecordingSink, RecordingSleep, SinkCrashed
 from worker.connectors.app_store_connect import AppStoreConnectConnector
 from worker.connectors.base import SyncContext, run_sync

@@ -10,11 +10,11 @@ from dataclasses import replace
 import pytest
 from structlog.testing import capture_logs
 
+from fakes.app_store_connect import make_private_key as make_ec_key
+from fakes.google_play import FakeGooglePlay, private_key
+from fakes.server import Response
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
-from tests.fakes.app_store_connect import make_private_key as make_ec_key
-from tests.fakes.google_play import FakeGooglePlay, private_key
-from tests.fakes.server import Response
 from tests.worker.connectors.conftest import NOW, RecordingSink, RecordingSleep, SinkCrashed
 from worker.connectors.base import Page, SyncContext, run_sync
 from worker.connectors.errors import TransientError

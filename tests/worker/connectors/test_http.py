@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from tests.fakes.server import FakeServer, Request, Response
+from fakes.server import FakeServer, Request, Response
 from tests.worker.connectors.conftest import NOW, RecordingSleep
 from worker.budget import LocalBudget
 from worker.connectors.errors import (

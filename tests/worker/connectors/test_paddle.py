@@ -9,10 +9,10 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from fakes.paddle import FakePaddle
+from fakes.server import Response
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
-from tests.fakes.paddle import FakePaddle
-from tests.fakes.server import Response
 from tests.worker.connectors.conftest import RecordingSink, RecordingSleep, SinkCrashed
 from worker.connectors.base import SyncContext, run_sync
 from worker.connectors.errors import TransientError

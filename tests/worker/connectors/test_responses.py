@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fakes.server import FakeServer, Response
+from fakes.server import FakeServer, Response
 from worker.connectors.errors import RequestRejected
 from worker.connectors.http import HttpOptions, ProviderClient
 from worker.connectors.responses import error_fields

@@ -9,9 +9,9 @@ from urllib.parse import quote
 import pytest
 from structlog.testing import capture_logs
 
+from fakes.revenuecat import FakeRevenueCat
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
-from tests.fakes.revenuecat import FakeRevenueCat
 from tests.worker.connectors.conftest import RecordingSink, RecordingSleep, SinkCrashed
 from worker.connectors.base import SyncContext, run_sync
 from worker.connectors.errors import TransientError

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from structlog.testing import capture_logs
 
+from fakes.stripe import FakeStripe
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
-from tests.fakes.stripe import FakeStripe
 from tests.worker.connectors.conftest import RecordingSink, RecordingSleep, SinkCrashed
 from worker.connectors.base import SyncContext, run_sync
 from worker.connectors.errors import TransientError

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from fakes.superwall import FakeSuperwall
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
-from tests.fakes.superwall import FakeSuperwall
 from tests.worker.connectors.conftest import RecordingSink, RecordingSleep
 from worker.connectors.base import SyncContext, SyncResult, run_sync
 from worker.connectors.errors import TransientError

@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fakes.superwall import WEBHOOK_SECRET, event, webhook
 from models.clock import ManualClock
 from models.errors import IntegrationNotFound
 from models.schema import Integration, SyncedRecord
 from models.status import Provider
 from tests.conftest import IntegrationFactory
-from tests.fakes.superwall import WEBHOOK_SECRET, event, webhook
 from worker.connectors.errors import WebhookRejected
 from worker.connectors.webhooks import accept_webhook, ingest_webhook
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import pytest
 from structlog.testing import capture_logs
 
+from fakes.server import Response
+from fakes.whop import FakeWhop
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
-from tests.fakes.server import Response
-from tests.fakes.whop import FakeWhop
 from tests.worker.connectors.conftest import RecordingSink, RecordingSleep, SinkCrashed
 from worker.connectors.base import SyncContext, run_sync
 from worker.connectors.errors import TransientError

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.fakes.server import FakeServer, Request, Response, append_new
+from fakes.server import FakeServer, Request, Response, append_new
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 SPACING = timedelta(minutes=1)

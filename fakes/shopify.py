@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response, append_new
+from fakes.server import FakeServer, Request, Response, append_new
 
 START = datetime(2024, 1, 1, tzinfo=UTC)  # fixed, so generated data is the same every run
 SPACING = timedelta(minutes=1)  # between consecutive changes in one shop

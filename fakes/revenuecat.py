@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
-from tests.fakes.server import FakeServer, Request, Response
+from fakes.server import FakeServer, Request, Response
 
 START_MS = 1_700_000_000_000  # a fixed epoch in milliseconds, so data is the same every run
 SPACING_MS = 60_000

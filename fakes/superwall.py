@@ -16,7 +16,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response
+from fakes.server import FakeServer, Request, Response
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"superwall-fake-signing-key-32byt").decode()
 CODES = {401: "unauthorized", 404: "not_found", 429: "rate_limited"}

@@ -2,7 +2,7 @@
 
 `LoopbackServer` is a real HTTP/1.1 server (keep-alive, so a client's pool is
 exercised) on 127.0.0.1 and an ephemeral port, answering each request with one
-handler in a daemon thread. `tests.fakes.server.FakeServer` builds providers'
+handler in a daemon thread. `fakes.server.FakeServer` builds providers'
 fakes on it.
 
 Only the standard library may be imported here: the fakes ship with the

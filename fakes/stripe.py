@@ -14,7 +14,7 @@ import threading
 from functools import partial
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response, append_new
+from fakes.server import FakeServer, Request, Response, append_new
 
 START = 1_700_000_000  # a fixed epoch, so generated data is the same on every run
 SPACING = 60  # seconds between consecutive objects of one kind

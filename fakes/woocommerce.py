@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response, append_new
+from fakes.server import FakeServer, Request, Response, append_new
 
 START = datetime(2024, 6, 1, 12, 0, 0)  # GMT, as `date_modified_gmt` is written
 SPACING = timedelta(seconds=1)

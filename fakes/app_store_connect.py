@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from tests.fakes.server import FakeServer, Request, Response
+from fakes.server import FakeServer, Request, Response
 
 AUDIENCE = "appstoreconnect-v1"
 MAX_TOKEN_LIFETIME = 20 * 60  # Apple's documented ceiling

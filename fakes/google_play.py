@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from tests.fakes.server import FakeServer, Request, Response
+from fakes.server import FakeServer, Request, Response
 
 SCOPE = "https://www.googleapis.com/auth/androidpublisher"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"

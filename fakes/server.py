@@ -22,7 +22,7 @@ provider differs, overrides `credential_of`, `auth_error` and `error_response`:
             return Response.json({"id": request.path_params["thing_id"]})
 
 The HTTP plumbing (`Request`, `Response`, the threaded server) lives in
-`tests.fakes.loopback`; both names are importable from here too. Only the
+`fakes.loopback`; both names are importable from here too. Only the
 standard library and project code may be imported here: the fakes ship with the
 distribution for the demo.
 """
@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self
 
-from tests.fakes.loopback import Handler, LoopbackServer, Request, Response
+from fakes.loopback import Handler, LoopbackServer, Request, Response
 
 __all__ = ["REDACTED", "FakeServer", "Handler", "Request", "Response"]
 

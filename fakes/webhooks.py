@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response
+from fakes.server import FakeServer, Request, Response
 from worker.webhooks import ID_HEADER, SIGNATURE_HEADER, SignatureError, verify_signature
 
 HOOK_PATH = "/hooks/syncworker"

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from tests.fakes.server import FakeServer, Request, Response, append_new
+from fakes.server import FakeServer, Request, Response, append_new
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 SPACING = timedelta(minutes=1)
