@@ -48,7 +48,7 @@ from models.status import Provider
 from scheduler.beat import SYNC_TASK
 from scheduler.dispatch import dispatch_tick
 from scheduler.providers import ProviderPolicy
-from worker.celery import create_app
+from worker.app import create_app
 from worker.runtime import publisher_of, runtime_of
 from worker.settings import Settings
 

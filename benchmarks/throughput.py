@@ -62,7 +62,7 @@ from models.integrations import ensure_environment
 from models.schema import Integration, SyncRun
 from models.status import Provider, Status, SyncOutcome
 from scheduler.beat import CONTROL_QUEUE
-from worker.celery import create_app
+from worker.app import create_app
 from worker.runtime import publisher_of, runtime_of
 from worker.settings import Settings
 

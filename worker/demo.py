@@ -31,7 +31,7 @@ from models.integrations import ensure_environment
 from models.schema import Integration, StatusChange, SyncRun
 from models.status import API_STATUS, ApiStatus, Provider, Status
 from scheduler.beat import Cadence
-from worker.celery import create_app
+from worker.app import create_app
 from worker.connectors.errors import WebhookRejected
 from worker.connectors.webhooks import ingest_webhook
 from worker.demo_script import SCENARIOS, Delivery, Fakes, Step, start_fakes

@@ -1,5 +1,11 @@
 """Settings: one typed, immutable object read from the environment once, at the edge.
 
+Each setting is declared once, as a field of `Settings`: its default is the field's
+default, and its metadata names the environment variable and how its text is read
+and checked (`whole(1, 1000)`, `flag`, `url(...)`). A bad value is one `InvalidValue`
+line naming the variable, what is wrong and the allowed range; a secret's value is
+never quoted.
+
 With no configuration at all the worker runs on the embedded default: a SQLite
 database and a SQLite-backed broker under `./.syncworker/`, no Redis, and a
 development credential key generated on first start.
@@ -7,64 +13,250 @@ development credential key generated on first start.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from models.credentials import Keyring
 from models.errors import CredentialKeyError, InvalidValue
-from models.status import Provider, parse_enum
-from scheduler.providers import ProviderPolicy, resolve_policies
+from models.status import Provider
+from scheduler.providers import DEFAULT_POLICIES, ProviderPolicy, resolve_policies
 
 PREFIX: Final = "SYNCWORKER_"
 DEFAULT_DATA_DIR: Final = ".syncworker"
 DEV_KEY_FILE: Final = "credentials.key"
+# A sync interval below a minute would have the beat's 15 s tick dispatch an integration
+# again before its previous sync finished; above 30 days data is stale beyond use.
+MIN_INTERVAL_S: Final = 60
+MAX_INTERVAL_S: Final = 30 * 86_400
+# Only owner-readable: the embedded data folder holds customer records and the dev key.
+DATA_DIR_MODE: Final = 0o700
+
+
+class Problem(ValueError):
+    """Raised by a parser: what is wrong with a value, as the end of a sentence."""
+
+
+@dataclass(frozen=True)
+class Parser:
+    """Reads one setting's text: `read` raises `Problem`; `allowed` is the README's range."""
+
+    read: Callable[[str], Any]
+    allowed: str
+
+
+@dataclass(frozen=True)
+class Env:
+    """How one setting is read: its variable (after the prefix) and its parser."""
+
+    name: str
+    parser: Parser
+    secret: bool = False  # never quote the value in an error
+
+    @property
+    def variable(self) -> str:
+        return PREFIX + self.name
+
+    def read(self, raw: str) -> Any:
+        try:
+            return self.parser.read(raw)
+        except Problem as problem:
+            shown = "" if self.secret else f", got {raw!r}"
+            raise InvalidValue(f"{self.variable} {problem}{shown}") from None
+
+
+def whole(low: int, high: int, unit: str = "") -> Parser:
+    def read(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise Problem(f"must be a whole number from {low} to {high}")
+        return value
+
+    return Parser(read, f"{low}-{high}{unit}")
+
+
+def duration(low: int, high: int) -> Parser:
+    """Whole seconds as a `timedelta`."""
+    seconds = whole(low, high, " s")
+    return Parser(lambda raw: timedelta(seconds=seconds.read(raw)), seconds.allowed)
+
+
+def number(low: float, high: float, unit: str = "") -> Parser:
+    def read(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # `not <=` also refuses NaN
+            raise Problem(f"must be a number from {low:g} to {high:g}")
+        return value
+
+    return Parser(read, f"{low:g}-{high:g}{unit}")
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _flag(raw: str) -> bool:
+    if raw.lower() not in _TRUE | _FALSE:
+        raise Problem("must be true or false (1/0, yes/no, on/off)")
+    return raw.lower() in _TRUE
+
+
+FLAG: Final = Parser(_flag, "true/false")
+
+
+def one_of(*choices: str, upper: bool = False) -> Parser:
+    def read(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise Problem(f"must be one of {', '.join(choices)}")
+        return raw.upper() if upper else raw.lower()
+
+    return Parser(read, " / ".join(choices))
+
+
+def _check_url(raw: str, schemes: tuple[str, ...]) -> str:
+    try:
+        parts = urlsplit(raw)
+        _ = parts.port  # a port that is not a number, or out of range, raises here
+    except ValueError:
+        raise Problem("is not a URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in schemes and scheme.split("+")[0] not in schemes:
+        raise Problem(f"must be a URL starting {' or '.join(s + ':' for s in schemes)}")
+    if scheme in ("http", "https", "redis", "rediss") and not parts.hostname:
+        raise Problem("must name a host")
+    return raw
+
+
+def url(*schemes: str, shown: str = "") -> Parser:
+    """A URL whose scheme is one of `schemes` (a `+driver` suffix allowed)."""
+    allowed = shown or ", ".join(s + "://" for s in schemes)
+    return Parser(lambda raw: _check_url(raw, schemes), allowed)
+
+
+def _urls(raw: str) -> tuple[str, ...]:
+    found = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for one in found:
+        _check_url(one, ("http", "https"))
+    return found
+
+
+# Comma-separated http(s) URLs; an error never quotes one (they often embed a token).
+URLS: Final = Parser(_urls, "comma-separated http(s) URLs")
+TEXT: Final = Parser(str, "text")
+FOLDER: Final = Parser(Path, "a folder")
+
+
+def name_text(max_chars: int) -> Parser:
+    def read(raw: str) -> str:
+        if len(raw) > max_chars or not raw.isprintable():
+            raise Problem(f"must be printable text of at most {max_chars} characters")
+        return raw
+
+    return Parser(read, f"text, at most {max_chars} characters")
+
+
+def env(name: str, parser: Parser, *, secret: bool = False) -> dict[str, Env]:
+    """A field's metadata: read from SYNCWORKER_<name> with `parser`."""
+    return {"env": Env(name, parser, secret)}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a worker, beat or CLI process is configured with."""
+    """Everything a worker, beat, API or CLI process is configured with."""
 
-    data_dir: Path
-    database_url: str
-    broker_url: str
+    data_dir: Path = field(default=Path(DEFAULT_DATA_DIR), metadata=env("DATA_DIR", FOLDER))
+    # Empty: a SQLite file / the SQLite broker in data_dir, the embedded default (from_env).
+    database_url: str = field(
+        default="",
+        metadata=env(
+            "DATABASE_URL", url("postgresql", "sqlite", shown="postgresql://, sqlite:///")
+        ),
+    )
+    broker_url: str = field(
+        default="",
+        metadata=env(
+            "BROKER_URL", url("redis", "rediss", "sqla", shown="redis://, rediss://, sqla+<db url>")
+        ),
+    )
     # Redis for the cluster-wide leases and request budgets; None on the embedded default,
     # where one process runs everything and in-process equivalents suffice.
-    redis_url: str | None
-    credential_keys: str | None = field(repr=False)
-    providers: Mapping[Provider, ProviderPolicy]
-    log_format: str = "auto"
-    log_level: str = "INFO"
+    redis_url: str | None = field(
+        default=None,
+        metadata=env("REDIS_URL", url("redis", "rediss", "unix")),
+    )
+    credential_keys: str | None = field(
+        default=None,
+        repr=False,
+        metadata=env("CREDENTIAL_KEYS", Parser(str, "label:base64key, newest first"), secret=True),
+    )
+    providers: Mapping[Provider, ProviderPolicy] = field(
+        default_factory=lambda: dict(DEFAULT_POLICIES)
+    )
+    log_format: str = field(
+        default="auto", metadata=env("LOG_FORMAT", one_of("auto", "json", "console"))
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata=env("LOG_LEVEL", one_of("debug", "info", "warning", "error", upper=True)),
+    )
     # Webhook URLs often carry a token in their path: kept out of the repr, like the secret.
-    webhook_urls: tuple[str, ...] = field(default=(), repr=False)
-    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_urls: tuple[str, ...] = field(
+        default=(), repr=False, metadata=env("WEBHOOK_URLS", URLS, secret=True)
+    )
+    webhook_secret: str | None = field(
+        default=None, repr=False, metadata=env("WEBHOOK_SECRET", TEXT, secret=True)
+    )
     # One webhook POST's budget; a delivery run sends many, all within the task time limit.
-    webhook_timeout_s: int = 10
-    metrics_port: int | None = None
+    webhook_timeout_s: int = field(default=10, metadata=env("WEBHOOK_TIMEOUT", whole(1, 60, " s")))
+    metrics_port: int | None = field(default=None, metadata=env("METRICS_PORT", whole(0, 65535)))
     # Demo only: the app clock runs this many times faster than the wall clock.
     clock_speed: float = 1.0
-    # A sync's hard time limit; below the broker's visibility timeout (see visibility_timeout).
-    task_time_limit_s: int = 300
+    # A task's hard time limit (the soft one is nine tenths of it); below the broker's
+    # visibility timeout (see visibility_timeout).
+    task_time_limit_s: int = field(
+        default=300, metadata=env("TASK_TIME_LIMIT", whole(2, 3600, " s"))
+    )
     # Redis redelivers a message not acked within this many seconds. Kept above the hard time
     # limit plus the longest retry countdown, so a live task is never delivered twice.
-    visibility_timeout_s: int = 1800
+    visibility_timeout_s: int = field(
+        default=1800, metadata=env("VISIBILITY_TIMEOUT", whole(3, 7 * 86_400, " s"))
+    )
     # A transient failure is retried this many times, with backoff, before it counts as failed.
-    max_retries: int = 4
+    max_retries: int = field(default=4, metadata=env("MAX_RETRIES", whole(0, 20)))
     # Longest countdown between retries; far below the visibility timeout (see above).
-    max_retry_delay_s: int = 600
+    max_retry_delay_s: int = field(
+        default=600, metadata=env("MAX_RETRY_DELAY", whole(1, 3600, " s"))
+    )
     # How long a sync's lease lasts without renewal; renewed every third of it.
-    lease_ttl_s: int = 90
-    worker_concurrency: int = 64
+    lease_ttl_s: int = field(default=90, metadata=env("LEASE_TTL", whole(2, 3600, " s")))
+    worker_concurrency: int = field(default=64, metadata=env("CONCURRENCY", whole(1, 1000)))
     # Celery task events, for Flower and `celery events`: three messages per task (received,
     # started, succeeded) that cost the worker 0.6-0.9 ms of CPU, a third of a no-op task
     # (benchmarks/throughput.py). Off by default, as in Celery: Flower turns them on in the
     # workers it watches, and `-E` or SYNCWORKER_TASK_EVENTS=true does it for good.
-    task_events: bool = False
+    task_events: bool = field(default=False, metadata=env("TASK_EVENTS", FLAG))
     # Ping each pooled database connection before use (see models.db.make_engine).
-    db_pre_ping: bool = False
+    db_pre_ping: bool = field(default=False, metadata=env("DB_PRE_PING", FLAG))
+
+    def __post_init__(self) -> None:
+        longest_live = self.task_time_limit_s + self.max_retry_delay_s
+        if self.visibility_timeout_s <= longest_live:
+            raise InvalidValue(
+                f"{PREFIX}VISIBILITY_TIMEOUT must be above {PREFIX}TASK_TIME_LIMIT plus "
+                f"{PREFIX}MAX_RETRY_DELAY ({longest_live} s), got {self.visibility_timeout_s}: "
+                "a live task would be delivered twice"
+            )
 
     @property
     def embedded(self) -> bool:
@@ -95,83 +287,36 @@ class Settings:
         return Keyring.from_config(_development_key(self.data_dir))
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read the settings from `env` (default: the process environment)."""
-        env = os.environ if env is None else env
-        get = _reader(env)
-        data_dir = Path(get("DATA_DIR") or DEFAULT_DATA_DIR).absolute()
-        return cls(
-            data_dir=data_dir,
-            database_url=get("DATABASE_URL") or f"sqlite:///{data_dir / 'syncworker.db'}",
-            broker_url=get("BROKER_URL") or f"sqla+sqlite:///{data_dir / 'broker.db'}",
-            redis_url=get("REDIS_URL"),
-            credential_keys=get("CREDENTIAL_KEYS"),
-            providers=resolve_policies(_provider_overrides(env)),
-            log_format=get("LOG_FORMAT") or "auto",
-            log_level=(get("LOG_LEVEL") or "INFO").upper(),
-            webhook_urls=_webhook_urls(get("WEBHOOK_URLS")),
-            webhook_secret=get("WEBHOOK_SECRET"),
-            webhook_timeout_s=_int_or(get("WEBHOOK_TIMEOUT"), "WEBHOOK_TIMEOUT", 10),
-            metrics_port=_int(get("METRICS_PORT"), "METRICS_PORT"),
-            worker_concurrency=_int_or(get("CONCURRENCY"), "CONCURRENCY", 64),
-            max_retries=_int_or(get("MAX_RETRIES"), "MAX_RETRIES", 4),
-            max_retry_delay_s=_int_or(get("MAX_RETRY_DELAY"), "MAX_RETRY_DELAY", 600),
-            lease_ttl_s=_int_or(get("LEASE_TTL"), "LEASE_TTL", 90),
-            visibility_timeout_s=_int_or(get("VISIBILITY_TIMEOUT"), "VISIBILITY_TIMEOUT", 1800),
-            task_events=_bool_or(get("TASK_EVENTS"), "TASK_EVENTS", False),
-            db_pre_ping=_bool_or(get("DB_PRE_PING"), "DB_PRE_PING", False),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from `environ` (default: the process environment).
 
+        Raises InvalidValue, one line naming the variable, for a value it cannot use.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            declared = spec.metadata.get("env")
+            raw = environ.get(declared.variable, "").strip() if declared else ""
+            if declared and raw:
+                values[spec.name] = declared.read(raw)
+        data_dir = Path(values.get("data_dir", DEFAULT_DATA_DIR)).absolute()
+        values["data_dir"] = data_dir
+        values.setdefault("database_url", f"sqlite:///{data_dir / 'syncworker.db'}")
+        values.setdefault("broker_url", f"sqla+sqlite:///{data_dir / 'broker.db'}")
+        values["providers"] = resolve_policies(_provider_overrides(environ))
+        return cls(**values)
 
-def _reader(env: Mapping[str, str]) -> Callable[[str], str | None]:
-    def get(name: str) -> str | None:
-        value = env.get(PREFIX + name)
-        return value.strip() if value and value.strip() else None
-
-    return get
-
-
-def _int_or(value: str | None, name: str, default: int) -> int:
-    parsed = _int(value, name)
-    return default if parsed is None else parsed
-
-
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
-
-
-def _bool_or(value: str | None, name: str, default: bool) -> bool:
-    if value is None:
-        return default
-    if value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
-    raise InvalidValue(f"{PREFIX}{name} must be true or false (1/0, yes/no, on/off), got {value!r}")
-
-
-def _int(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidValue(f"{PREFIX}{name} must be a whole number, got {value!r}") from None
-
-
-def _webhook_urls(value: str | None) -> tuple[str, ...]:
-    """The configured webhook URLs, comma-separated; each must be http(s)."""
-    urls = tuple(url.strip() for url in (value or "").split(",") if url.strip())
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            # Not the URL itself in the message: webhook URLs often embed a token.
-            raise InvalidValue(f"{PREFIX}WEBHOOK_URLS must hold http(s) URLs, got one that is not")
-    return urls
+    @classmethod
+    def variables(cls) -> list[Env]:
+        """Every variable read into a field, in declaration order (the README's table)."""
+        return [spec.metadata["env"] for spec in fields(cls) if "env" in spec.metadata]
 
 
 def _development_key(data_dir: Path) -> str:
     """The embedded default's key: generated on first use, kept beside the SQLite files."""
     key_file = data_dir / DEV_KEY_FILE
     if not key_file.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
         # Created owner-only from the first byte, never readable by others even briefly.
         descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
@@ -179,25 +324,23 @@ def _development_key(data_dir: Path) -> str:
     return key_file.read_text().strip()
 
 
-def _provider_overrides(env: Mapping[str, str]) -> dict[Provider, dict[str, Any]]:
+# Per-provider overrides, SYNCWORKER_<PROVIDER>_<SUFFIX>: the policy field each sets.
+PROVIDER_SETTINGS: Final[dict[str, tuple[str, Parser]]] = {
+    "INTERVAL": ("interval", duration(MIN_INTERVAL_S, MAX_INTERVAL_S)),
+    "QUEUE": ("queue", name_text(100)),
+    "RATE": ("rate_per_s", number(0.001, 10_000, " requests/s")),
+    "BURST": ("burst", whole(1, 100_000)),
+    "BASE_URL": ("base_url", url("http", "https")),
+}
+
+
+def _provider_overrides(environ: Mapping[str, str]) -> dict[Provider, dict[str, Any]]:
     """Per-provider overrides: SYNCWORKER_<PROVIDER>_{INTERVAL,QUEUE,RATE,BURST,BASE_URL}."""
-    fields: dict[str, tuple[str, Callable[[str], Any]]] = {
-        "INTERVAL": ("interval", lambda v: timedelta(seconds=float(v))),
-        "QUEUE": ("queue", str),
-        "RATE": ("rate_per_s", float),
-        "BURST": ("burst", int),
-        "BASE_URL": ("base_url", str),
-    }
     overrides: dict[Provider, dict[str, Any]] = {}
-    for name, value in env.items():
-        if not name.startswith(PREFIX) or not value.strip():
-            continue
-        for suffix, (attribute, convert) in fields.items():
-            head = name[len(PREFIX) : -len(suffix) - 1]
-            if name.endswith("_" + suffix) and head.lower() in Provider._value2member_map_:
-                provider = parse_enum(Provider, head.lower(), what="provider")
-                try:
-                    overrides.setdefault(provider, {})[attribute] = convert(value.strip())
-                except (ValueError, OverflowError):  # OverflowError: an interval of "inf"/"1e20"
-                    raise InvalidValue(f"{name} has an invalid value {value!r}") from None
+    for provider in Provider:
+        for suffix, (attribute, parser) in PROVIDER_SETTINGS.items():
+            declared = Env(f"{provider.name}_{suffix}", parser)
+            raw = environ.get(declared.variable, "").strip()
+            if raw:
+                overrides.setdefault(provider, {})[attribute] = declared.read(raw)
     return overrides

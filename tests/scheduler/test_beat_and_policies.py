@@ -23,8 +23,8 @@ from scheduler.beat import (
 )
 from scheduler.beat import DELIVER_EVENTS_TASK as DELIVER_TASK
 from scheduler.providers import DEFAULT_POLICIES, resolve_policies
-from worker.celery import create_app
-from worker.settings import DEV_KEY_FILE, Settings
+from worker.app import create_app
+from worker.settings import DEV_KEY_FILE, PROVIDER_SETTINGS, Settings
 
 SettingsFactory = Callable[..., Settings]
 
@@ -204,22 +204,52 @@ def test_settings_ignore_blank_overrides_and_other_variables(
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("SYNCWORKER_STRIPE_BURST", "many", "SYNCWORKER_STRIPE_BURST has an invalid value 'many'"),
-        ("SYNCWORKER_STRIPE_RATE", "fast", "SYNCWORKER_STRIPE_RATE has an invalid value 'fast'"),
-        ("SYNCWORKER_STRIPE_INTERVAL", "soon", "SYNCWORKER_STRIPE_INTERVAL has an invalid value"),
-        ("SYNCWORKER_STRIPE_INTERVAL", "inf", "SYNCWORKER_STRIPE_INTERVAL has an invalid value"),
-        ("SYNCWORKER_STRIPE_INTERVAL", "30", "stripe sync interval must be at least one minute"),
-        ("SYNCWORKER_STRIPE_RATE", "0", "stripe rate limit must be positive"),
-        ("SYNCWORKER_STRIPE_RATE", "nan", "stripe rate limit must be positive"),
+        ("SYNCWORKER_STRIPE_BURST", "many", "SYNCWORKER_STRIPE_BURST must be a whole number"),
+        ("SYNCWORKER_STRIPE_RATE", "fast", "SYNCWORKER_STRIPE_RATE must be a number from 0.001 "),
+        ("SYNCWORKER_STRIPE_INTERVAL", "soon", "SYNCWORKER_STRIPE_INTERVAL must be a whole number"),
+        ("SYNCWORKER_STRIPE_INTERVAL", "inf", "SYNCWORKER_STRIPE_INTERVAL must be a whole number"),
+        ("SYNCWORKER_STRIPE_INTERVAL", "30", "SYNCWORKER_STRIPE_INTERVAL .* from 60 to 2592000"),
+        ("SYNCWORKER_STRIPE_RATE", "0", "SYNCWORKER_STRIPE_RATE must be a number from 0.001"),
+        ("SYNCWORKER_STRIPE_RATE", "nan", "SYNCWORKER_STRIPE_RATE must be a number from 0.001"),
+        ("SYNCWORKER_STRIPE_BASE_URL", "ftp://x", "SYNCWORKER_STRIPE_BASE_URL must be a URL"),
         ("SYNCWORKER_CONCURRENCY", "lots", "SYNCWORKER_CONCURRENCY must be a whole number"),
+        ("SYNCWORKER_CONCURRENCY", "0", "SYNCWORKER_CONCURRENCY .* from 1 to 1000, got '0'"),
+        ("SYNCWORKER_CONCURRENCY", "-5", "SYNCWORKER_CONCURRENCY .* from 1 to 1000, got '-5'"),
+        ("SYNCWORKER_LEASE_TTL", "0", "SYNCWORKER_LEASE_TTL must be a whole number from 2 "),
+        ("SYNCWORKER_MAX_RETRIES", "-1", "SYNCWORKER_MAX_RETRIES must be a whole number from 0 "),
+        ("SYNCWORKER_METRICS_PORT", "99999", "SYNCWORKER_METRICS_PORT .* from 0 to 65535"),
+        ("SYNCWORKER_LOG_LEVEL", "loud", "SYNCWORKER_LOG_LEVEL must be one of debug"),
+        ("SYNCWORKER_DATABASE_URL", "mysql://x", "SYNCWORKER_DATABASE_URL must be a URL"),
+        ("SYNCWORKER_REDIS_URL", "redis://h:port", "SYNCWORKER_REDIS_URL is not a URL"),
         ("SYNCWORKER_TASK_EVENTS", "maybe", "SYNCWORKER_TASK_EVENTS must be true or false"),
+        ("SYNCWORKER_VISIBILITY_TIMEOUT", "700", "TIMEOUT must be above SYNCWORKER_TASK_TIME"),
     ],
 )
 def test_invalid_setting_in_env_raises_invalid_value_naming_it(
     make_settings: SettingsFactory, name: str, value: str, message: str
 ) -> None:
-    with pytest.raises(InvalidValue, match=message):
+    with pytest.raises(InvalidValue, match=message) as raised:
         make_settings(**{name: value})
+    assert "\n" not in str(raised.value)
+
+
+def test_secret_settings_are_never_quoted_in_errors(make_settings: SettingsFactory) -> None:
+    with pytest.raises(InvalidValue, match="SYNCWORKER_WEBHOOK_URLS") as raised:
+        make_settings(SYNCWORKER_WEBHOOK_URLS="https://ok.example/a,ftp://x/tok_s3cr3t")
+
+    assert "tok_s3cr3t" not in str(raised.value)
+
+
+def test_readme_states_every_setting_and_its_allowed_range() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if line.startswith("| `SYNCWORKER_")]
+    rows = {line.split("|")[1].strip(" `"): line for line in lines}
+
+    for declared in Settings.variables():
+        assert declared.variable in rows, declared.variable
+        assert declared.parser.allowed in rows[declared.variable], declared.variable
+    for suffix, (_, parser) in PROVIDER_SETTINGS.items():
+        assert parser.allowed in rows[f"SYNCWORKER_<PROVIDER>_{suffix}"], suffix
 
 
 def test_settings_default_to_embedded_sqlite_and_broker_under_the_data_dir(

@@ -40,7 +40,7 @@ from models.sync_runs import REAPED_ERROR, reap_abandoned
 from scheduler.beat import CONTROL_QUEUE, DISPATCH_TASK, SYNC_TASK
 from scheduler.providers import DEFAULT_POLICIES
 from tests.conftest import postgres_url, redis_url
-from worker.celery import create_app
+from worker.app import create_app
 from worker.runtime import runtime_of
 from worker.settings import Settings
 
@@ -376,7 +376,13 @@ def test_a_run_abandoned_by_a_killed_worker_is_reaped_and_synced_once_again(
     add_integration: Callable[..., uuid.UUID],
     outcomes: Outcomes,
 ) -> None:
-    short = {"LEASE_TTL": str(SHORT_LEASE_S), "VISIBILITY_TIMEOUT": str(SHORT_VISIBILITY_S)}
+    short = {
+        "LEASE_TTL": str(SHORT_LEASE_S),
+        "VISIBILITY_TIMEOUT": str(SHORT_VISIBILITY_S),
+        # The visibility timeout stays above the task's time limit plus the retry delay.
+        "TASK_TIME_LIMIT": "2",
+        "MAX_RETRY_DELAY": "1",
+    }
     app = make_app(**short)
     sessions = runtime_of(app).sessions
     integration_id = add_integration("sk_test_killed")

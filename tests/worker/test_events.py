@@ -29,7 +29,7 @@ from models.status import Status, Trigger
 from scheduler.beat import DELIVER_EVENTS_TASK
 from tests.conftest import IntegrationFactory, integration_factory
 from tests.worker.conftest import LogLines
-from worker.celery import create_app
+from worker.app import create_app
 from worker.events import (
     BACKOFF_BASE,
     BACKOFF_CAP,

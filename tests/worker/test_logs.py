@@ -18,7 +18,7 @@ from celery.signals import task_postrun, task_prerun
 
 from scheduler.beat import SYNC_TASK
 from tests.worker.conftest import LogLines
-from worker.celery import create_app
+from worker.app import create_app
 from worker.settings import Settings
 
 LEAKED_KEY = "sk_live_abcdef123456"

@@ -34,7 +34,7 @@ from scheduler.providers import DEFAULT_POLICIES
 from tests.conftest import IntegrationFactory, integration_factory, postgres_url, redis_url
 from tests.worker.conftest import LogLines
 from worker import metrics
-from worker.celery import create_app
+from worker.app import create_app
 from worker.publish import CeleryPublisher
 from worker.runtime import Runtime, runtime_of
 from worker.settings import Settings

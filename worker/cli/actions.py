@@ -19,7 +19,7 @@ from models.db import as_uuid
 from models.schema import Integration
 from models.serializers import ActionResult
 from models.status import SyncOutcome
-from worker.celery import create_app
+from worker.app import create_app
 from worker.cli.context import CliContext, emit, failures, pass_context
 from worker.operator import Operator
 from worker.runtime import publisher_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from worker.cli import admin, integrations, run, status
-from worker.cli.context import CliContext
+from worker.cli.context import CliContext, failures
 from worker.logs import configure_logging
 
 
@@ -15,7 +15,8 @@ def main(ctx: click.Context) -> None:
     """Integration sync worker: Celery beat and workers that keep integrations in sync."""
     cli = ctx.ensure_object(CliContext)
     ctx.call_on_close(cli.close)
-    settings = cli.settings
+    with failures():  # a setting it cannot use: one line naming it, exit 1
+        settings = cli.settings
     configure_logging(settings.log_format, settings.log_level)
 
 

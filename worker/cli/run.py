@@ -10,7 +10,7 @@ import structlog
 from celery.beat import EmbeddedService
 
 from models import migrate
-from worker.celery import create_app
+from worker.app import create_app
 from worker.cli.context import CliContext, pass_context
 from worker.demo import run_tour
 from worker.runtime import Runtime

@@ -25,7 +25,7 @@ from models.errors import InvalidValue
 from models.schema import Integration, SchedulerMark, SyncRun
 from models.status import Status
 from scheduler.marks import marks
-from worker.celery import create_app
+from worker.app import create_app
 from worker.cli.context import CliContext, emit, failures, pass_context, table
 from worker.cli.integrations import moment
 from worker.queues import queue_depths

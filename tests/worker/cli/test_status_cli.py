@@ -17,7 +17,7 @@ from models.schema import SyncRun
 from scheduler.marks import mark
 from tests.conftest import IntegrationFactory, redis_url
 from tests.worker.cli.conftest import Invoke, as_json, one_line_error
-from worker.celery import create_app
+from worker.app import create_app
 from worker.cli import status as status_module
 from worker.queues import REDIS_PRIORITY_SEP, queue_depths
 from worker.settings import Settings
