@@ -47,7 +47,7 @@ from models.integrations import NewIntegration, create_integration, ensure_envir
 from models.lifecycle import LIFECYCLE, TRANSITIONS, Subject
 from models.schema import Environment, Integration, StatusChange
 from models.status import EnvironmentKind, Status, SyncOutcome, Trigger
-from models.sync_runs import RunStart, SyncReport, finish_run, start_run
+from models.sync_runs import RunStart, SyncResult, finish_run, start_run
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -276,7 +276,7 @@ def change_via_runs(sessions: sessionmaker[Session], key: uuid.UUID, now: dateti
         failing = session.get_one(Integration, key).status == Status.SYNC_FAILING
     outcome = SyncOutcome.SUCCEEDED if failing else SyncOutcome.FAILED
     with sessions() as session, session.begin():
-        change = finish_run(session, run.run_id, SyncReport(outcome), now=now)
+        change = finish_run(session, run.run_id, SyncResult(outcome), now=now)
         require(change is not None and change.changed, f"{outcome} changed nothing")
 
 

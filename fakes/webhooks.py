@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fakes.server import FakeServer, Request, Response
-from worker.webhooks import ID_HEADER, SIGNATURE_HEADER, SignatureError, verify_signature
+from worker.errors import SignatureError
+from worker.webhooks import ID_HEADER, SIGNATURE_HEADER, verify_signature
 
 HOOK_PATH = "/hooks/syncworker"
 

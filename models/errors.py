@@ -11,7 +11,7 @@
         └── InvalidCredentials    credentials that do not match the provider's required fields
 
 Messages name the integration, its status and the trigger where they apply, and
-never contain a secret.
+never contain a secret. `worker.errors` draws the whole hierarchy, the worker's too.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.changes import SYSTEM_ACTOR, Change, apply_trigger, record_change
@@ -237,3 +237,13 @@ def _check_unique(session: Session, spec: NewIntegration, provider: Provider) ->
         raise DuplicateIntegration(
             f"environment {spec.environment_id} already has a primary {provider.value} integration"
         )
+
+
+def count_by_status_and_provider(session: Session) -> dict[tuple[str, str], int]:
+    """How many integrations stand in each (status, provider) pair; absent pairs have none."""
+    rows = session.execute(
+        select(Integration.status, Integration.provider, func.count()).group_by(
+            Integration.status, Integration.provider
+        )
+    )
+    return {(str(status), str(provider)): int(count) for status, provider, count in rows}

@@ -18,14 +18,14 @@ from typing import Any, Final, cast
 from transitions import EventData, Machine, MachineError
 
 from models.errors import TransitionNotAllowed
-from models.status import EnvironmentKind, Status, Trigger
+from models.status import SYNCING_STATUSES, EnvironmentKind, Status, Trigger
 
 # Seed 002: every sync over the last three days failed on auth -> credentials invalid.
 AUTH_ESCALATION_AFTER: Final = timedelta(hours=72)
 # Seed 002: a development integration with no API request for two weeks goes inactive.
 DEV_INACTIVITY_AFTER: Final = timedelta(days=14)
 
-SYNCING: Final = [Status.ACTIVE, Status.SYNC_WARNINGS, Status.SYNC_FAILING, Status.AUTH_FAILING]
+SYNCING: Final = [s for s in Status if s in SYNCING_STATUSES]  # in the table's order
 NOT_DELETED: Final = [s for s in Status if s is not Status.DELETED]
 LIVE: Final = [s for s in Status if s not in (Status.DELETED, Status.INACTIVE)]
 CREDENTIALS_BROKEN: Final = [Status.AUTH_FAILING, Status.CREDENTIALS_INVALID]

@@ -29,10 +29,14 @@ REAPED_ERROR = "abandoned: the worker stopped renewing its lease (crashed or was
 
 
 @dataclass(frozen=True)
-class SyncReport:
-    """What a finished attempt reports back; records were already stored page by page."""
+class SyncResult:
+    """How one sync attempt ended, as its connector reports it and the lifecycle applies it.
+
+    `records` counts what the attempt stored (page by page, already committed).
+    """
 
     outcome: SyncOutcome
+    records: int = 0
     warnings: tuple[str, ...] = ()
     error: str | None = None
 
@@ -53,8 +57,8 @@ class RunStart:
 
 
 @dataclass(frozen=True)
-class Skip:
-    """Why a sync did not start."""
+class Skipped:
+    """Why a sync did not start: the integration is gone, paused, busy or already synced."""
 
     reason: str
 
@@ -108,7 +112,7 @@ def start_run(
     now: datetime,
     lease: timedelta,
     attempt: int = 0,
-) -> RunStart | Skip:
+) -> RunStart | Skipped:
     """Open a SyncRun for a syncing integration, unless another run holds its lease.
 
     A task delivery that already has a run (the broker redelivered it after a worker died,
@@ -117,19 +121,19 @@ def start_run(
     try:
         key = as_uuid(integration_id)
     except IntegrationNotFound:
-        return Skip("gone")
+        return Skipped("gone")
     integration = session.execute(_LOCK_FOR_START, {"integration_id": key}).one_or_none()
     if integration is None:
-        return Skip("gone")
+        return Skipped("gone")
     if Status(integration.status) not in SYNCING_STATUSES:
-        return Skip(f"not syncing ({integration.status})")
+        return Skipped(f"not syncing ({integration.status})")
     blocking = session.execute(
         _BLOCKING_RUNS, {"integration_id": key, "task_id": task_id, "attempt": attempt, "now": now}
     ).all()
     if any(run.this_delivery for run in blocking):
-        return Skip(f"delivery {task_id}#{attempt} already ran")
+        return Skipped(f"delivery {task_id}#{attempt} already ran")
     if blocking:
-        return Skip(f"lease held by run {blocking[0].id}")
+        return Skipped(f"lease held by run {blocking[0].id}")
     run_id = uuid.uuid4()
     first_sync = integration.first_sync_finished_at is None
     session.execute(
@@ -162,7 +166,7 @@ def start_run(
 def finish_run(
     session: Session,
     run_id: uuid.UUID | str,
-    report: SyncReport,
+    result: SyncResult,
     *,
     now: datetime,
     last_page: PageWrite | None = None,
@@ -202,15 +206,15 @@ def finish_run(
     applied = (
         integration.status_enum in SYNCING_STATUSES and run.pause_epoch == integration.pause_epoch
     )
-    change = _apply_outcome(session, integration, key, report, now=now) if applied else None
+    change = _apply_outcome(session, integration, key, result, now=now) if applied else None
     session.execute(
         _CLOSE_RUN,
         {
             "run_id": key,
             "v_finished_at": now,
-            "v_outcome": report.outcome.value,
-            "v_warnings": list(report.warnings),
-            "v_error": report.error,
+            "v_outcome": result.outcome.value,
+            "v_warnings": list(result.warnings),
+            "v_error": result.error,
             "v_records": records,
             "v_applied": applied,
             "v_status_after": integration.status,
@@ -256,21 +260,21 @@ def _apply_outcome(
     session: Session,
     integration: Integration,
     run_id: uuid.UUID,
-    report: SyncReport,
+    result: SyncResult,
     *,
     now: datetime,
 ) -> Change | None:
     first = integration.first_sync_finished_at is None
-    if report.outcome is not SyncOutcome.AUTH_FAILED and first:
+    if result.outcome is not SyncOutcome.AUTH_FAILED and first:
         # The first sync is the first that got past authentication: QA judges the data.
         integration.first_sync_finished_at = now
     change = apply_trigger(
         session,
         integration,
-        OUTCOME_TRIGGERS[report.outcome],
+        OUTCOME_TRIGGERS[result.outcome],
         now=now,
         sync_run_id=run_id,
-        reason=report.error or ("; ".join(report.warnings) if report.warnings else None),
+        reason=result.error or ("; ".join(result.warnings) if result.warnings else None),
         first_sync=first,
     )
     escalated = apply_time_rules(session, integration, now=now)

@@ -16,7 +16,7 @@ from typing import Final, Protocol
 
 from redis import Redis
 
-KEY_PREFIX: Final = "syncworker:budget:"
+from worker import redis_keys
 
 # Refill by elapsed time, then take one token; a negative balance is a reservation the
 # caller pays for by waiting. State expires once the bucket would be full again. The time
@@ -52,7 +52,7 @@ class RedisBudget:
         self._reserve = redis.register_script(_RESERVE)
 
     def reserve(self, key: str, rate_per_s: float, burst: int) -> float:
-        wait = self._reserve(keys=[KEY_PREFIX + key], args=[rate_per_s, burst])
+        wait = self._reserve(keys=[redis_keys.budget(key)], args=[rate_per_s, burst])
         return float(wait)
 
 

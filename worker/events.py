@@ -34,6 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.schema import OutboxEvent
 from models.status import Status
+from worker.backoff import Backoff
+from worker.errors import DeliveryFailed
 from worker.logs import redact_value
 
 log = structlog.get_logger(__name__)
@@ -45,21 +47,17 @@ BATCH_SIZE: Final = 20
 CLAIM_LEASE: Final = timedelta(minutes=10)
 # One delivery run stops after this many batches; the next beat run takes over the rest.
 MAX_BATCHES: Final = 50
-# The first retry comes 15-30 s after a failure, doubling each time: a receiver's blip
-# passes quickly, a receiver down for a day is tried every 3-6 hours, not hammered.
+# The first retry comes 15-30 s after a failure, doubling each time (equal jitter): a
+# receiver's blip passes quickly, a receiver down for a day is tried every 3-6 hours, not
+# hammered.
 BACKOFF_BASE: Final = timedelta(seconds=30)
 BACKOFF_CAP: Final = timedelta(hours=6)
-# 2**14 * 30 s is past the cap already; a bound keeps the arithmetic finite for ever-retried events.
-MAX_BACKOFF_EXPONENT: Final = 14
+EVENT_BACKOFF: Final = Backoff(BACKOFF_BASE.total_seconds(), BACKOFF_CAP.total_seconds(), floor=0.5)
 # The statuses a team is notified of: the customer must act (credentials) or engineering must (QA).
 NOTIFY_STATUSES: Final = frozenset({Status.QUALITY_ASSURANCE, Status.CREDENTIALS_INVALID})
 LOG_SINK_NAME: Final = "log"
 # last_error keeps the start of the story; the full one is in the worker's log.
 MAX_ERROR_CHARS: Final = 1000
-
-
-class DeliveryFailed(Exception):
-    """Raised when a sink did not accept an event; the outbox retries it after a backoff."""
 
 
 @dataclass(frozen=True)
@@ -123,9 +121,7 @@ class DeliveryReport:
 
 def backoff(attempts: int, *, rand: Callable[[], float] = random.random) -> timedelta:
     """How long to wait after the `attempts`-th failed pass: exponential, with equal jitter."""
-    exponent = min(max(attempts - 1, 0), MAX_BACKOFF_EXPONENT)
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (1 << exponent))
-    return ceiling * (0.5 + rand() / 2)
+    return timedelta(seconds=EVENT_BACKOFF.delay(attempts - 1, rand=rand))
 
 
 def claim_due(

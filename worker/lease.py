@@ -24,10 +24,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.schema import SyncRun
+from worker import redis_keys
 
 log = structlog.get_logger(__name__)
 
-KEY_PREFIX: Final = "syncworker:lease:"
 
 # Extend only if we still own the key; delete only if we still own it.
 _RENEW: Final = """
@@ -61,13 +61,13 @@ class RedisLeaseStore:
         self._release = redis.register_script(_RELEASE)
 
     def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool:
-        return bool(self._redis.set(KEY_PREFIX + integration_id, token, nx=True, px=ttl_ms))
+        return bool(self._redis.set(redis_keys.lease(integration_id), token, nx=True, px=ttl_ms))
 
     def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool:
-        return bool(self._renew(keys=[KEY_PREFIX + integration_id], args=[token, ttl_ms]))
+        return bool(self._renew(keys=[redis_keys.lease(integration_id)], args=[token, ttl_ms]))
 
     def release(self, integration_id: str, token: str) -> None:
-        self._release(keys=[KEY_PREFIX + integration_id], args=[token])
+        self._release(keys=[redis_keys.lease(integration_id)], args=[token])
 
 
 class LocalLeaseStore:

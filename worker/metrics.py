@@ -39,11 +39,10 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.schema import Integration
+from models.integrations import count_by_status_and_provider
 from models.status import Provider, Status
 from scheduler.dispatch import TickReport
 from scheduler.providers import ProviderPolicy
@@ -152,16 +151,12 @@ class IntegrationsCollector(Collector):
         return [family]
 
     def _counts(self) -> Mapping[tuple[str, str], int] | None:
-        query = select(Integration.status, Integration.provider, func.count()).group_by(
-            Integration.status, Integration.provider
-        )
         try:
             with self._sessions() as session:
-                rows = session.execute(query).all()
+                return count_by_status_and_provider(session)
         except SQLAlchemyError as exc:
             log.warning("metrics.collect_failed", metric="integrations", error=str(exc))
             return None
-        return {(str(status), str(provider)): int(count) for status, provider, count in rows}
 
     @staticmethod
     def _family() -> GaugeMetricFamily:

@@ -21,10 +21,11 @@ from models.changes import Change
 from models.db import lock_integration
 from models.serializers import ActionResult, action_result_for
 from models.status import SYNCING_STATUSES, Provider, parse_enum
+from models.sync_runs import Skipped
 from scheduler.dispatch import claim_one, release
 from worker.connectors.base import Connector
 from worker.runtime import Runtime
-from worker.sync import Finished, Skipped, sync_integration
+from worker.sync import Finished, sync_integration
 
 log = structlog.get_logger(__name__)
 

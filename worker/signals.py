@@ -17,6 +17,7 @@ from celery.signals import (
 )
 
 from models.credentials import verify_keyring
+from scheduler.beat import SYNC_TASK
 from worker import metrics
 from worker.logs import configure_logging
 from worker.queues import queue_depths
@@ -40,7 +41,7 @@ def connect(app: Celery) -> None:
     def bind_task(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
         structlog.contextvars.clear_contextvars()
         context: dict[str, Any] = {"task_id": task_id, "task": getattr(task, "name", None)}
-        if args and getattr(task, "name", "") == "syncworker.sync":
+        if args and getattr(task, "name", "") == SYNC_TASK:
             context["integration_id"] = args[0]
         structlog.contextvars.bind_contextvars(**context)
 

@@ -22,10 +22,10 @@ from models.credentials import Credentials, Keyring
 from models.errors import CredentialsError
 from models.records import store_page
 from models.status import Provider, SyncOutcome
-from models.sync_runs import RunStart, Skip, SyncReport, close_for_retry, finish_run, start_run
+from models.sync_runs import RunStart, Skipped, SyncResult, close_for_retry, finish_run, start_run
 from scheduler.providers import ProviderPolicy
 from worker.budget import Budget
-from worker.connectors.base import Connector, Page, SyncContext, SyncResult, run_sync
+from worker.connectors.base import Connector, Page, SyncContext, run_sync
 from worker.connectors.errors import TransientError
 from worker.connectors.http import Pacer, paced
 from worker.lease import Leases
@@ -48,27 +48,12 @@ class SyncServices:
 
 
 @dataclass(frozen=True)
-class Skipped:
-    """The sync did not run: the integration is gone, paused, busy or already synced."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
 class Finished:
     """The sync ran and its outcome was recorded (and applied, unless it arrived late)."""
 
     run_id: uuid.UUID
     result: SyncResult
     change: Change | None
-
-
-class RetryLater(Exception):
-    """Raised when a transient failure should be retried by the task after `retry_after`."""
-
-    def __init__(self, message: str, retry_after: float | None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class PageStore:
@@ -123,7 +108,11 @@ def sync_integration(
     attempt: int = 0,
     final_attempt: bool = True,
 ) -> Skipped | Finished:
-    """Sync one integration once; raises RetryLater for a transient failure not yet final."""
+    """Sync one integration once.
+
+    Raises TransientError (with the provider's `retry_after`, if it named one) for a
+    transient failure before the final attempt: the task retries it later.
+    """
     token = services.leases.acquire(integration_id)
     if token is None:
         return Skipped("lease held by another sync")
@@ -137,8 +126,8 @@ def sync_integration(
                 now=services.clock.now(),
                 lease=services.leases.app_ttl,
             )
-        if isinstance(started, Skip):
-            return Skipped(started.reason)
+        if isinstance(started, Skipped):
+            return started
         services.leases.attach_run(integration_id, started.run_id)
         return _run(services, started, final_attempt=final_attempt)
     finally:
@@ -160,15 +149,14 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
                 close_for_retry(
                     session, start.run_id, f"transient: {exc}", now=services.clock.now()
                 )
-            raise RetryLater(str(exc), exc.retry_after) from exc
+            raise
         result = SyncResult(SyncOutcome.FAILED, error=f"gave up after retries: {exc}")
     except BaseException:
         _keep_held_page(pages)
         raise
-    report = SyncReport(result.outcome, tuple(result.warnings), result.error)
     with services.sessions() as session, session.begin():
         change = finish_run(
-            session, start.run_id, report, now=services.clock.now(), last_page=pages.take()
+            session, start.run_id, result, now=services.clock.now(), last_page=pages.take()
         )
     log.info(
         "sync.finished",

@@ -7,7 +7,6 @@ a retry with backoff.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -31,26 +30,27 @@ from scheduler.beat import (
 )
 from scheduler.dispatch import dispatch_tick
 from scheduler.marks import mark
+from worker import redis_keys
+from worker.backoff import Backoff
+from worker.connectors.errors import TransientError
 from worker.events import deliver_due
 from worker.metrics import RETRIED, provider_of_queue, record_dispatch, record_sync
 from worker.runtime import publisher_of, runtime_of, settings_of
-from worker.sync import Finished, RetryLater, sync_integration
+from worker.settings import Settings
+from worker.sync import Finished, sync_integration
 from worker.webhooks import make_client, webhook_sinks
 
 log = structlog.get_logger(__name__)
 
 # Rows one sweep transaction changes; sweeps loop until a batch comes back short.
 SWEEP_BATCH: Final = 500
-# First retry waits up to this many seconds, doubling per retry (full jitter).
-RETRY_BASE_S: Final = 15.0
 # A message that killed its worker this many times is dropped, not redelivered forever.
 MAX_DELIVERIES: Final = 3
 
 
-def retry_countdown(retries: int, retry_after: float | None, *, cap: float) -> float:
-    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
-    jittered = random.uniform(0, RETRY_BASE_S * 2**retries)  # noqa: S311 - jitter, not cryptography
-    return min(cap, max(retry_after or 0.0, jittered))
+def retry_backoff(settings: Settings) -> Backoff:
+    """A sync task's retries: up to 15 s first, doubling (full jitter) to MAX_RETRY_DELAY."""
+    return Backoff(base=15.0, cap=settings.max_retry_delay_s)
 
 
 def register(app: Celery) -> None:
@@ -75,11 +75,11 @@ def register(app: Celery) -> None:
                 attempt=retries,
                 final_attempt=final,
             )
-        except (RetryLater, DBAPIError) as exc:
+        except (TransientError, DBAPIError) as exc:
             if not _retryable(exc, final=final):
                 raise
             record_sync(provider, RETRIED, time.monotonic() - started)
-            raise _retry(self, exc, cap=settings.max_retry_delay_s) from exc
+            raise _retry(self, exc, retry_backoff(settings)) from exc
         if isinstance(done, Finished):
             record_sync(provider, done.result.outcome.value, time.monotonic() - started)
             return {"run_id": str(done.run_id), "outcome": done.result.outcome.value}
@@ -158,14 +158,14 @@ def _retryable(exc: Exception, *, final: bool) -> bool:
 
     After a dropped connection SQLAlchemy has discarded the pool, so the retry gets a new one.
     """
-    return isinstance(exc, RetryLater) or (is_disconnect(exc) and not final)
+    return isinstance(exc, TransientError) or (is_disconnect(exc) and not final)
 
 
-def _retry(task: Task, exc: RetryLater | DBAPIError, *, cap: float) -> Exception:
+def _retry(task: Task, exc: TransientError | DBAPIError, backoff: Backoff) -> Exception:
     """Schedule the task's next attempt after a jittered backoff (Celery raises `Retry`)."""
     retries = task.request.retries
-    retry_after = getattr(exc, "retry_after", None)  # the provider's, if it said
-    countdown = retry_countdown(retries, retry_after, cap=cap)
+    at_least = exc.retry_after if isinstance(exc, TransientError) else None
+    countdown = backoff.delay(retries, at_least=at_least)
     log.info("sync.retrying", retries=retries, countdown_s=round(countdown, 1), error=_brief(exc))
     retry: Exception = task.retry(countdown=countdown, exc=exc)
     return retry
@@ -180,7 +180,7 @@ def _too_many_deliveries(redis: Any, request: Any) -> bool:
     """Count deliveries of this message; True once it came back more than MAX_DELIVERIES."""
     if redis is None or not (request.delivery_info or {}).get("redelivered"):
         return False
-    key = f"syncworker:deliveries:{request.id}:{request.retries}"
+    key = redis_keys.deliveries(request.id, request.retries)
     count = int(redis.incr(key))
     redis.expire(key, 86_400)
     return count > MAX_DELIVERIES

@@ -12,7 +12,8 @@ as JSON, `{"id", "type", "createdAt", "data"}`, with these headers:
 
 A receiver checks a delivery with the raw body, before parsing it:
 
-    from worker.webhooks import SIGNATURE_HEADER, SignatureError, verify_signature
+    from worker.errors import SignatureError
+    from worker.webhooks import SIGNATURE_HEADER, verify_signature
 
     try:
         verify_signature(secret, headers[SIGNATURE_HEADER], raw_body, now=datetime.now(UTC))
@@ -37,7 +38,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from worker.events import DeliveryFailed, Event, Sink
+from worker.errors import DeliveryFailed, SignatureError
+from worker.events import Event, Sink
 from worker.settings import Settings
 
 SIGNATURE_HEADER: Final = "Syncworker-Signature"
@@ -50,10 +52,6 @@ DEFAULT_TOLERANCE_S: Final = 300
 # Connecting should take a fraction of the whole budget; a receiver that cannot accept a
 # connection in 3 s will not accept the body either.
 CONNECT_TIMEOUT_S: Final = 3.0
-
-
-class SignatureError(Exception):
-    """Raised when a webhook's signature header is missing, malformed, stale or wrong."""
 
 
 def encode(event: Event) -> bytes:

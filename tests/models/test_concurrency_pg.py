@@ -30,7 +30,7 @@ from models.status import SyncOutcome
 from models.sync_runs import (
     REAPED_ERROR,
     RunStart,
-    SyncReport,
+    SyncResult,
     finish_run,
     reap_abandoned,
     start_run,
@@ -137,7 +137,7 @@ def finish(
     sessions: sessionmaker[Session], run_id: uuid.UUID, outcome: SyncOutcome, clock: ManualClock
 ) -> object:
     with sessions() as session, session.begin():
-        return finish_run(session, run_id, SyncReport(outcome), now=clock.now())
+        return finish_run(session, run_id, SyncResult(outcome), now=clock.now())
 
 
 def test_row_lock_refuses_a_second_locker_within_its_lock_timeout(
@@ -219,7 +219,7 @@ def test_reaper_and_a_late_finishing_worker_do_not_deadlock(
         with sessions() as session, session.begin():
             worker["pid"] = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
             started.set()
-            return finish_run(session, run_id, SyncReport(SyncOutcome.SUCCEEDED), now=clock.now())
+            return finish_run(session, run_id, SyncResult(SyncOutcome.SUCCEEDED), now=clock.now())
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         with sessions() as reaper, reaper.begin():

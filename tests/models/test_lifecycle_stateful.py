@@ -37,7 +37,7 @@ from models.db import lock_integration, make_engine, make_sessionmaker
 from models.errors import TransitionNotAllowed
 from models.schema import Base, Integration, StatusChange, SyncRun
 from models.status import SyncOutcome
-from models.sync_runs import RunStart, SyncReport, finish_run, reap_abandoned, start_run
+from models.sync_runs import RunStart, SyncResult, finish_run, reap_abandoned, start_run
 from models.time_rules import deactivate_idle_development, escalate_auth_failures
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -475,7 +475,7 @@ class LifecycleAgainstReference(RuleBasedStateMachine):
 
     def finish(self, run_id: uuid.UUID, outcome: SyncOutcome) -> None:
         with self.sessions() as session, session.begin():
-            finish_run(session, run_id, SyncReport(outcome), now=self.now)
+            finish_run(session, run_id, SyncResult(outcome), now=self.now)
         self.reference.finish(run_id, outcome.value, self.now)
 
     # Sweeps and time.

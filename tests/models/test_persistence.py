@@ -36,8 +36,8 @@ from models.status import Status, SyncOutcome, Trigger
 from models.sync_runs import (
     REAPED_ERROR,
     RunStart,
-    Skip,
-    SyncReport,
+    Skipped,
+    SyncResult,
     finish_run,
     reap_abandoned,
     start_run,
@@ -73,7 +73,7 @@ class Syncs:
 
     def finish(self, run_id: uuid.UUID, outcome: SyncOutcome, **report: Any) -> Change | None:
         with self.sessions() as session, session.begin():
-            return finish_run(session, run_id, SyncReport(outcome, **report), now=self.clock.now())
+            return finish_run(session, run_id, SyncResult(outcome, **report), now=self.clock.now())
 
     def run(self, integration_id: uuid.UUID, outcome: SyncOutcome) -> uuid.UUID:
         run_id = self.start(integration_id)
@@ -341,7 +341,7 @@ def test_no_sync_starts_for_a_paused_integration(
         deactivate(session, integration.id, now=clock.now(), actor=OPERATOR)
     with sessions() as session, session.begin():
         skipped = start_run(session, integration.id, task_id="t-1", now=clock.now(), lease=LEASE)
-    assert isinstance(skipped, Skip)
+    assert isinstance(skipped, Skipped)
     assert "inactive" in skipped.reason
 
 
@@ -611,7 +611,7 @@ def test_delete_wipes_credentials_and_is_terminal(
         assert escalate_auth_failures(session, now=clock.now()) == []
         assert deactivate_idle_development(session, now=clock.now()) == []
         assert isinstance(
-            start_run(session, integration.id, task_id=None, now=clock.now(), lease=LEASE), Skip
+            start_run(session, integration.id, task_id=None, now=clock.now(), lease=LEASE), Skipped
         )
     assert load(sessions, integration.id).status == "deleted"
     assert len(history(sessions, integration.id)) == 2
@@ -773,7 +773,7 @@ def test_store_page_upserts_and_advances_the_cursor(
     assert load_run(sessions, started.run_id).records_received == 4
     with sessions() as session, session.begin():
         restarted = start_run(session, integration.id, task_id=None, now=clock.now(), lease=LEASE)
-    assert isinstance(restarted, Skip)  # the first run still holds the lease
+    assert isinstance(restarted, Skipped)  # the first run still holds the lease
 
 
 def test_run_with_records_marks_data_received(
@@ -807,14 +807,14 @@ def test_start_run_honours_the_lease_and_the_delivery(
         first = start_run(session, integration.id, task_id="t-1", now=clock.now(), lease=LEASE)
         busy = start_run(session, integration.id, task_id="t-2", now=clock.now(), lease=LEASE)
     assert isinstance(first, RunStart)
-    assert isinstance(busy, Skip)
+    assert isinstance(busy, Skipped)
     clock.advance(LEASE)
     with sessions() as session, session.begin():
         redelivered = start_run(
             session, integration.id, task_id="t-1", now=clock.now(), lease=LEASE
         )
         fresh = start_run(session, integration.id, task_id="t-3", now=clock.now(), lease=LEASE)
-    assert isinstance(redelivered, Skip)
+    assert isinstance(redelivered, Skipped)
     assert isinstance(fresh, RunStart)
 
 

@@ -27,7 +27,7 @@ from models.serializers import (
     sync_run_dto,
 )
 from models.status import Status, SyncOutcome, Trigger
-from models.sync_runs import RunStart, SyncReport, finish_run, start_run
+from models.sync_runs import RunStart, SyncResult, finish_run, start_run
 from tests.conftest import START, IntegrationFactory
 
 Sessions = sessionmaker[Session]
@@ -78,7 +78,7 @@ def sync_once(
     assert isinstance(start, RunStart)
     clock.advance(timedelta(minutes=1))
     with sessions() as session, session.begin():
-        finish_run(session, start.run_id, SyncReport(outcome, error="boom"), now=clock.now())
+        finish_run(session, start.run_id, SyncResult(outcome, error="boom"), now=clock.now())
     return start.run_id
 
 

@@ -30,6 +30,7 @@ from scheduler.beat import DELIVER_EVENTS_TASK
 from tests.conftest import IntegrationFactory, integration_factory
 from tests.worker.conftest import LogLines
 from worker.app import create_app
+from worker.errors import SignatureError
 from worker.events import (
     BACKOFF_BASE,
     BACKOFF_CAP,
@@ -46,7 +47,6 @@ from worker.settings import Settings
 from worker.webhooks import (
     ID_HEADER,
     SIGNATURE_HEADER,
-    SignatureError,
     WebhookSink,
     fingerprint,
     make_client,

@@ -23,16 +23,16 @@ from models.credentials import Keyring
 from models.integrations import deactivate
 from models.schema import Integration, StatusChange, SyncedRecord, SyncRun
 from models.status import Provider, Status, SyncOutcome, Trigger
-from models.sync_runs import RunStart, reap_abandoned, start_run
+from models.sync_runs import RunStart, Skipped, SyncResult, reap_abandoned, start_run
 from scheduler.providers import DEFAULT_POLICIES
 from tests.conftest import IntegrationFactory
 from worker.budget import LocalBudget
-from worker.connectors.base import Connector, Page, PageSink, SyncContext, SyncResult
+from worker.connectors.base import Connector, Page, PageSink, SyncContext
 from worker.connectors.errors import TransientError
 from worker.connectors.http import HttpOptions, RetryPolicy
 from worker.connectors.registry import connector_for
 from worker.lease import Leases, LocalLeaseStore
-from worker.sync import Finished, RetryLater, Skipped, SyncServices, sync_integration
+from worker.sync import Finished, SyncServices, sync_integration
 
 SECRET_KEY = "sk_test_acme"
 PAGE_SIZE = 10  # small pages, so a sync of a few dozen customers pages through the fake
@@ -425,7 +425,7 @@ def test_transient_failure_before_the_final_attempt_asks_for_a_retry_and_changes
     fake.fail_next(1000, status=503)
 
     # when
-    with pytest.raises(RetryLater, match="503") as raised:
+    with pytest.raises(TransientError, match="503") as raised:
         sync_integration(services, str(integration.id), task_id="task-1", final_attempt=False)
 
     # then: the HTTP layer retried in-process, then handed over to the task
@@ -454,7 +454,7 @@ def test_a_transient_failure_after_a_page_keeps_the_page_for_the_retry(
     )
 
     # when the attempt hands over to the task, and the retry runs
-    with pytest.raises(RetryLater):
+    with pytest.raises(TransientError):
         sync_integration(failing, str(integration.id), task_id="task-1", final_attempt=False)
     kept = record_ids(sessions, integration.id)
     fake.clear_log()
@@ -499,7 +499,7 @@ def test_retry_after_of_a_429_reaches_the_task(
     integration = make_stripe_integration()
     fake.rate_limit_next(1, retry_after=120)
 
-    with pytest.raises(RetryLater) as raised:
+    with pytest.raises(TransientError) as raised:
         sync_integration(services, str(integration.id), task_id="task-1", final_attempt=False)
 
     assert raised.value.retry_after == 120.0

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from models import migrate
 from models.errors import InvalidValue
-from models.schema import Integration, SchedulerMark, SyncRun
+from models.integrations import count_by_status_and_provider
+from models.schema import SchedulerMark, SyncRun
 from models.status import Status
 from scheduler.marks import marks
 from worker.app import create_app
@@ -69,14 +70,9 @@ def overview(runtime: Runtime, app: Celery) -> dict[str, Any]:
 
 
 def _integrations(session: Session) -> dict[str, Any]:
-    rows = session.execute(
-        select(Integration.status, Integration.provider, func.count()).group_by(
-            Integration.status, Integration.provider
-        )
-    ).all()
     by_status = dict.fromkeys((s.value for s in Status), 0)
     by_provider: dict[str, int] = {}
-    for status, provider, count in rows:
+    for (status, provider), count in count_by_status_and_provider(session).items():
         by_status[status] = by_status.get(status, 0) + count
         by_provider[provider] = by_provider.get(provider, 0) + count
     return {"total": sum(by_status.values()), "byStatus": by_status, "byProvider": by_provider}

@@ -29,6 +29,7 @@ import structlog
 
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
+from models.sync_runs import SyncResult
 from worker.connectors.errors import (
     AuthFailed,
     ConfigurationError,
@@ -70,16 +71,6 @@ class PageSink(Protocol):
 
     def store(self, page: Page) -> None:
         """Commit the page's records and its cursor in one transaction."""
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """How one sync ended, for the lifecycle."""
-
-    outcome: SyncOutcome
-    records: int = 0
-    warnings: tuple[str, ...] = ()
-    error: str | None = None
 
 
 class Connector(Protocol):

@@ -1,5 +1,7 @@
 """Errors raised by connectors, the shared HTTP layer and webhook ingestion.
 
+They are a branch of the project's one hierarchy (`worker.errors` draws all of it):
+
     SyncWorkerError                 (models.errors)
     └── ConnectorError
         ├── AuthFailed              401/403, a revoked or wrong key        -> auth_failed

@@ -48,13 +48,13 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from models.errors import InvalidCredentials
 from models.status import Provider
+from models.sync_runs import SyncResult
 from worker.connectors.base import (
     HttpConnector,
     Page,
     PageSink,
     Record,
     SyncContext,
-    SyncResult,
     SyncTally,
     credential,
     reject_unknown,

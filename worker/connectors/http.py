@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import httpx
 import structlog
 
+from worker.backoff import Backoff
 from worker.connectors.errors import AuthFailed, RequestRejected, TransientError
 from worker.connectors.rate_limits import RateLimitHook, parse_retry_after, rate_limit_wait
 from worker.connectors.responses import ErrorDetail, decode_json
@@ -59,8 +60,8 @@ class RetryPolicy:
     max_delay: float = 5.0  # never block a worker longer than this per wait
 
     def backoff(self, retry: int, random: Callable[[], float]) -> float:
-        """Full jitter: a uniform wait below the capped exponential ceiling for this retry."""
-        return random() * min(self.max_delay, self.base_delay * 2.0**retry)
+        """Full jitter below the capped exponential ceiling (`worker.backoff`)."""
+        return Backoff(self.base_delay, self.max_delay).delay(retry, rand=random)
 
 
 @dataclass(frozen=True)

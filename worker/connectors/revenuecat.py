@@ -45,13 +45,13 @@ import httpx
 
 from models.errors import InvalidCredentials
 from models.status import Provider
+from models.sync_runs import SyncResult
 from worker.connectors.base import (
     HttpConnector,
     Page,
     PageSink,
     Record,
     SyncContext,
-    SyncResult,
     SyncTally,
     credential,
     reject_unknown,

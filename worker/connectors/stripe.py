@@ -32,13 +32,13 @@ import structlog
 
 from models.errors import InvalidCredentials
 from models.status import Provider
+from models.sync_runs import SyncResult
 from worker.connectors.base import (
     HttpConnector,
     Page,
     PageSink,
     Record,
     SyncContext,
-    SyncResult,
     SyncTally,
     credential,
     reject_unknown,

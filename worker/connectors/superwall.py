@@ -28,11 +28,11 @@ import structlog
 from models.clock import ensure_utc
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
+from models.sync_runs import SyncResult
 from worker.connectors.base import (
     HttpConnector,
     PageSink,
     SyncContext,
-    SyncResult,
     credential,
     reject_unknown,
 )

@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 from fakes.superwall import FakeSuperwall
 from models.errors import InvalidCredentials
 from models.status import Provider, SyncOutcome
+from models.sync_runs import SyncResult
 from tests.worker.connectors.conftest import RecordingSink, RecordingSleep
-from worker.connectors.base import SyncContext, SyncResult, run_sync
+from worker.connectors.base import SyncContext, run_sync
 from worker.connectors.errors import TransientError
 from worker.connectors.http import HttpOptions
 from worker.connectors.registry import connector_for

@@ -1,0 +1,38 @@
+"""Errors of the worker, and the one hierarchy every error of this project belongs to.
+
+    SyncWorkerError                 models.errors: the base; catch it at an edge (CLI, API)
+    ├── InvalidValue                bad input: unknown provider, empty filters, a bad setting
+    │   └── InvalidCredentials      credentials the provider's connector refuses
+    ├── IntegrationNotFound         no integration with that id
+    ├── TransitionNotAllowed        a trigger that does not apply to the current status
+    ├── DuplicateIntegration        identifier or primary flag already taken
+    ├── CredentialsError            keys and ciphertexts
+    │   ├── CredentialKeyError      missing or malformed key configuration
+    │   ├── DecryptionFailed        no configured key opens a ciphertext
+    │   └── InvalidCredentials
+    ├── ConnectorError              worker.connectors.errors: talking to a provider
+    │   ├── AuthFailed              401/403, a revoked or wrong key      -> auth_failed
+    │   ├── TransientError          timeouts, 429, 5xx (retry_after)     -> retried, then failed
+    │   ├── ConfigurationError      filters or configuration unusable    -> failed
+    │   ├── ProviderError           an answer retrying will not fix      -> failed
+    │   │   ├── MalformedResponse
+    │   │   └── RequestRejected
+    │   └── WebhookRejected         an inbound provider webhook failing verification
+    ├── DeliveryFailed              worker.errors: a sink refused a status-change event
+    └── SignatureError              worker.errors: our own webhook's signature header is off
+
+Messages say what and which (the integration, its status, the trigger, the endpoint)
+and never carry a secret.
+"""
+
+from __future__ import annotations
+
+from models.errors import SyncWorkerError
+
+
+class DeliveryFailed(SyncWorkerError):
+    """Raised when a sink did not accept an event; the outbox retries it after a backoff."""
+
+
+class SignatureError(SyncWorkerError):
+    """Raised when a webhook's signature header is missing, malformed, stale or wrong."""
