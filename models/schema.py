@@ -131,6 +131,9 @@ class Integration(Base):
         ),
         # The dev-inactivity sweep scans development integrations by last API request.
         Index("ix_integrations_environment_status", "environment_id", "status"),
+        # Lists, newest first and paged by keyset (models.queries): all, and one workspace's.
+        Index("ix_integrations_listing", "created_at", "id"),
+        Index("ix_integrations_workspace_listing", "environment_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

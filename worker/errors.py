@@ -5,6 +5,7 @@
     │   └── InvalidCredentials      credentials the provider's connector refuses
     ├── IntegrationNotFound         no integration with that id
     ├── TransitionNotAllowed        a trigger that does not apply to the current status
+    │   └── SyncsPaused             a sync asked for while the status pauses syncing
     ├── DuplicateIntegration        identifier or primary flag already taken
     ├── CredentialsError            keys and ciphertexts
     │   ├── CredentialKeyError      missing or malformed key configuration
@@ -19,7 +20,8 @@
     │   │   └── RequestRejected
     │   └── WebhookRejected         an inbound provider webhook failing verification
     ├── DeliveryFailed              worker.errors: a sink refused a status-change event
-    └── SignatureError              worker.errors: our own webhook's signature header is off
+    ├── SignatureError              worker.errors: our own webhook's signature header is off
+    └── BrokerUnavailable           worker.errors: a sync could not be published right now
 
 Messages say what and which (the integration, its status, the trigger, the endpoint)
 and never carry a secret.
@@ -36,3 +38,7 @@ class DeliveryFailed(SyncWorkerError):
 
 class SignatureError(SyncWorkerError):
     """Raised when a webhook's signature header is missing, malformed, stale or wrong."""
+
+
+class BrokerUnavailable(SyncWorkerError):
+    """Raised when a sync asked for now cannot be published; the next beat tick sends it."""

@@ -14,14 +14,9 @@ from typing import Any
 import click
 
 from models.errors import InvalidValue
-from models.integrations import ensure_environment
-from models.schema import Environment, Integration
-from models.serializers import integration_dto
 from models.status import EnvironmentKind, Provider, parse_enum
 from worker.cli.actions import ACTOR_HELP, JSON_HELP, report
 from worker.cli.context import CliContext, emit, failures, pass_context
-from worker.operator import Operator
-from worker.runtime import Runtime
 
 
 def read_json_object(source: str, *, what: str) -> dict[str, Any]:
@@ -103,11 +98,12 @@ def create(
         credentials = None
         if credentials_file is not None:
             credentials = read_json_object(credentials_file, what="credentials")
-        runtime = cli.runtime
         if credentials is not None:  # refuse bad credentials before creating anything
-            runtime.connector(kind).validate_credentials(credentials)
-        _environment(runtime, environment_id, organization, environment_kind)
-        created = Operator(runtime).create(
+            cli.runtime.connector(kind).validate_credentials(credentials)
+        cli.operator.ensure_environment(
+            environment_id, organization_id=organization, kind=environment_kind
+        )
+        created = cli.operator.create(
             environment_id=environment_id,
             name=name,
             identifier=identifier,
@@ -117,38 +113,9 @@ def create(
             actor=actor,
             primary=primary,
         )
-        with runtime.sessions() as session:
-            dto = integration_dto(session.get_one(Integration, created.integration_id))
+        dto = cli.operator.get(str(created.integration_id), "dto")
     payload = {**created.result.to_dict(), "integration": dto}
     emit(payload, as_json=as_json, human=lambda: created.result.message or "created")
-
-
-def _environment(
-    runtime: Runtime, environment_id: str, organization: str | None, kind: str | None
-) -> None:
-    """Check the environment exists and matches what was asked; create it if missing."""
-    with runtime.sessions() as session, session.begin():
-        environment = session.get(Environment, environment_id)
-        if environment is None:
-            if organization is None:
-                raise InvalidValue(
-                    f"environment {environment_id!r} does not exist; pass --organization "
-                    "(and --environment-kind) to create it"
-                )
-            ensure_environment(
-                session,
-                environment_id,
-                organization_id=organization,
-                name=environment_id,
-                kind=kind or EnvironmentKind.PRODUCTION.value,
-            )
-        elif organization not in (None, environment.organization_id):
-            raise InvalidValue(
-                f"environment {environment_id!r} belongs to organization "
-                f"{environment.organization_id!r}, not {organization!r}"
-            )
-        elif kind not in (None, environment.kind):
-            raise InvalidValue(f"environment {environment_id!r} is {environment.kind}, not {kind}")
 
 
 @click.command("set-credentials")
@@ -168,7 +135,7 @@ def set_credentials(
     """
     with failures(as_json):
         credentials = read_json_object(source, what="credentials")
-        result = Operator(cli.runtime).set_credentials(integration_id, credentials, actor=actor)
+        result = cli.operator.set_credentials(integration_id, credentials, actor=actor)
     report(result, as_json=as_json)
 
 
@@ -191,7 +158,7 @@ def configure_filters(
     """Set the filters; an integration in setup becomes active with its first sync due."""
     with failures(as_json):
         filters = filters_from(inline, path)
-        result = Operator(cli.runtime).configure_filters(integration_id, filters, actor=actor)
+        result = cli.operator.configure_filters(integration_id, filters, actor=actor)
     report(result, as_json=as_json)
 
 

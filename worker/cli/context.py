@@ -14,9 +14,13 @@ from functools import cached_property
 from typing import Any
 
 import click
+from celery import Celery
 
 from models.errors import SyncWorkerError
-from worker.runtime import Runtime
+from worker.app import create_app
+from worker.operator import Operator
+from worker.queues import queue_depths
+from worker.runtime import Runtime, publisher_of
 from worker.settings import Settings
 
 
@@ -34,7 +38,24 @@ class CliContext:
     def runtime(self) -> Runtime:
         return Runtime.from_settings(self.settings)
 
+    @cached_property
+    def app(self) -> Celery:
+        """A Celery app to publish on and read queue depths from; it connects on first use."""
+        return create_app(self.settings, runtime=self.runtime)
+
+    @cached_property
+    def operator(self) -> Operator:
+        """The operator service, publishing the syncs its actions ask for on the broker."""
+        return Operator(
+            self.runtime,
+            publisher_of(self.app).sync_now,
+            queue_depths=lambda: queue_depths(self.app),
+            broker_url=str(self.app.conf.broker_url),
+        )
+
     def close(self) -> None:
+        if "app" in self.__dict__:
+            self.app.close()
         if "runtime" in self.__dict__:
             self.runtime.close()
 
