@@ -329,3 +329,21 @@ class SchedulerMark(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ApiKey(Base):
+    """A key to the HTTP API: an operator's (sees everything) or one workspace's.
+
+    Only a digest of the key's secret is stored (`models.api_keys`); the key itself is
+    shown once, when it is made.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the key's public part
+    secret_digest: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    workspace_id: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

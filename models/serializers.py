@@ -25,7 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired
+
+# typing_extensions, not typing: pydantic (the API) reads these, and needs its TypedDict
+# on Python < 3.12.
+from typing_extensions import TypedDict
 
 from models.changes import Change
 from models.clock import ensure_utc

@@ -220,6 +220,9 @@ class Settings:
     # One webhook POST's budget; a delivery run sends many, all within the task time limit.
     webhook_timeout_s: int = field(default=10, metadata=env("WEBHOOK_TIMEOUT", whole(1, 60, " s")))
     metrics_port: int | None = field(default=None, metadata=env("METRICS_PORT", whole(0, 65535)))
+    # Where `syncworker api` listens: loopback unless told otherwise.
+    api_host: str = field(default="127.0.0.1", metadata=env("API_HOST", name_text(253)))
+    api_port: int = field(default=8000, metadata=env("API_PORT", whole(1, 65535)))
     # Demo only: the app clock runs this many times faster than the wall clock.
     clock_speed: float = 1.0
     # A task's hard time limit (the soft one is nine tenths of it); below the broker's
