@@ -36,6 +36,13 @@ class BackgroundServer:
         self.url = ""  # `http://host:port` once bound, with the port really bound
 
     def __enter__(self) -> BackgroundServer:
+        return self if self._thread is not None else self.start()
+
+    def start(self) -> BackgroundServer:
+        """Bind, start serving, and return once uvicorn answers.
+
+        Raises InvalidValue, one line, when the address cannot be bound (a busy port).
+        """
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         try:
             self._socket = socket.create_server((self._host, self._port), family=family)

@@ -9,11 +9,13 @@ fast, so its "ago" is simulated time, like the statuses it explains).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Final
 from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
@@ -26,6 +28,7 @@ from worker.runtime import Runtime
 MINUTE_S: Final = 60
 HOUR_S: Final = 3600
 DAY_S: Final = 86_400
+_BACKTICKED: Final = re.compile(r"`([^`]+)`")
 
 
 def environment() -> Environment:
@@ -38,6 +41,7 @@ def environment() -> Environment:
     )
     env.filters["when"] = when
     env.filters["pretty_json"] = pretty_json
+    env.filters["code_spans"] = code_spans
     env.globals["STATUS_TEXTS"] = STATUS_TEXTS
     env.globals["Status"] = Status
     return env
@@ -102,3 +106,8 @@ def ago(value: str | None, now: datetime) -> str:
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def code_spans(text: str) -> Markup:
+    """Text with its `backticked` parts as <code>; escaped first, so nothing else is markup."""
+    return Markup(_BACKTICKED.sub(r"<code>\1</code>", str(escape(text))))  # noqa: S704 - escaped above

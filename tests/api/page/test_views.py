@@ -8,12 +8,13 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from markupsafe import escape
 
 from api.page import views
+from api.page.render import code_spans
 from api.page.site import HEADERS
 from api.page.statuses import STATUS_TEXTS
 from models.status import Status, SyncOutcome
+from scheduler.marks import mark
 from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
 from tests.api.page.conftest import Sync
 
@@ -44,7 +45,7 @@ def test_the_list_shows_each_integration_with_its_indicator_label_and_next_step(
     assert 'class="badge tone-red" data-status="sync_failing"' in page
     assert f'shape-{failing_text.shape}"' in page
     assert f">{failing_text.label}</span>" in page
-    assert str(escape(failing_text.next_steps[0])) in page
+    assert code_spans(failing_text.next_steps[0]) in page
     assert "Healthy Co" in page and "Failing Co" in page
 
 
@@ -65,8 +66,8 @@ def test_the_list_explains_all_nine_statuses_and_their_next_steps(signed_in: Tes
 
     for status in Status:
         text = STATUS_TEXTS[status]
-        assert str(escape(text.description)) in page, status
-        assert all(str(escape(step)) in page for step in text.next_steps), status
+        assert code_spans(text.description) in page, status
+        assert all(code_spans(step) in page for step in text.next_steps), status
 
 
 @pytest.mark.parametrize(
@@ -134,8 +135,8 @@ def test_the_detail_explains_the_status_and_shows_history_and_runs_with_errors_a
     page = signed_in.get(f"/ui/integrations/{integration_id}").text
 
     text = STATUS_TEXTS[Status.SYNC_FAILING]
-    assert str(escape(text.description)) in page
-    assert all(str(escape(step)) in page for step in text.next_steps)
+    assert code_spans(text.description) in page
+    assert all(code_spans(step) in page for step in text.next_steps)
     timeline = page.split('class="timeline"')[1].split("</ol>")[0]
     moves = ["sync_warnings", "sync_failing", "active", "sync_warnings", "active"]
     assert _statuses(timeline) == moves  # newest first: failing, warnings, created
@@ -240,3 +241,23 @@ def test_the_stylesheet_is_served_from_the_page_itself(api: Api) -> None:
     assert sheet == "/ui/static/page.css"
     assert response.status_code == 200 and ".shape-diamond" in response.text
     assert re.search(r'(src|href)="(https?:)?//', page) is None  # nothing from elsewhere
+
+
+def test_backticked_commands_show_as_code_and_everything_else_stays_text() -> None:
+    shown = code_spans("run `sync <cmd> & more` then <b>stop</b>")
+
+    assert shown == "run <code>sync &lt;cmd&gt; &amp; more</code> then &lt;b&gt;stop&lt;/b&gt;"
+
+
+def test_the_overview_shows_each_sweeps_last_run_and_what_it_changed(
+    api: Api, signed_in: TestClient
+) -> None:
+    with api.runtime.sessions() as session, session.begin():
+        mark(session, "sweep:auth_escalation", now=api.runtime.clock.now(), changed=3)
+
+    page = signed_in.get("/ui/overview").text
+
+    sweeps = page.split("<h2>Sweeps</h2>")[1]
+    ran = r"<td>auth_escalation</td><td><time[^>]*>0 s ago</time></td><td>changed 3</td>"
+    assert re.search(ran, sweeps)
+    assert "<td>dev_inactivity</td><td>never</td><td>-</td>" in sweeps
