@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 
 from models.clock import ManualClock
-from models.serializers import ActionResult
 from models.status import SyncOutcome
 from models.sync_runs import RunStart, SyncResult, finish_run, start_run
 from tests.api.conftest import AddIntegration, Api
@@ -107,8 +106,3 @@ def in_qa(add_integration: AddIntegration, sync: Sync) -> Callable[..., str]:
         return integration_id
 
     return create
-
-
-def answered(result: ActionResult) -> str:
-    assert result.ok and result.message
-    return result.message
