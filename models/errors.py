@@ -4,6 +4,7 @@
     ├── InvalidValue              bad input: unknown provider, empty filters, malformed field
     ├── IntegrationNotFound       no integration with that id
     ├── TransitionNotAllowed      a trigger that does not apply to the current status
+    │   └── SyncsPaused           a sync asked for while the status pauses syncing
     ├── DuplicateIntegration      identifier or primary flag already taken in the environment
     ├── SchemaOutdated            the database lacks this code's migrations
     └── CredentialsError          encryption keys or ciphertexts
@@ -54,6 +55,14 @@ class TransitionNotAllowed(SyncWorkerError):
         self.integration_id = integration_id
         self.status = status
         self.trigger = trigger
+
+
+class SyncsPaused(TransitionNotAllowed):
+    """Raised when a sync is asked for while the integration's status pauses syncing."""
+
+    def __init__(self, integration_id: object, status: str) -> None:
+        super().__init__(integration_id, status, "sync_now")
+        self.args = (f"integration {integration_id} is {status!s}: syncs are paused",)
 
 
 class DuplicateIntegration(SyncWorkerError):

@@ -131,6 +131,9 @@ class Integration(Base):
         ),
         # The dev-inactivity sweep scans development integrations by last API request.
         Index("ix_integrations_environment_status", "environment_id", "status"),
+        # Lists, newest first and paged by keyset (models.queries): all, and one workspace's.
+        Index("ix_integrations_listing", "created_at", "id"),
+        Index("ix_integrations_workspace_listing", "environment_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -326,3 +329,21 @@ class SchedulerMark(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ApiKey(Base):
+    """A key to the HTTP API: an operator's (sees everything) or one workspace's.
+
+    Only a digest of the key's secret is stored (`models.api_keys`); the key itself is
+    shown once, when it is made.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the key's public part
+    secret_digest: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    workspace_id: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -25,11 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired
+
+# typing_extensions, not typing: pydantic (the API) reads these, and needs its TypedDict
+# on Python < 3.12.
+from typing_extensions import TypedDict
 
 from models.changes import Change
 from models.clock import ensure_utc
-from models.schema import Integration, StatusChange, SyncRun
+from models.schema import Environment, Integration, StatusChange, SyncRun
 from models.status import Status
 
 
@@ -273,18 +277,58 @@ class ActionResult:
         return result
 
 
-def action_result_for(change: Change) -> ActionResult:
-    """A successful action's answer, saying in words what happened to the integration."""
+def describe_change(change: Change) -> str:
+    """What an action did to an integration, in words (the operator adds what became of
+    the sync the change asks for)."""
     subject = f"integration {change.integration_id}"
     if change.from_status is None:
-        message = f"{subject} created in {change.to_status}"
-    elif change.changed:
-        message = f"{subject} moved from {change.from_status} to {change.to_status}"
-    else:
-        message = f"{subject} stays {change.to_status}"
-    if change.sync_now:
-        message += "; sync queued"
-    return ActionResult(ok=True, message=message)
+        return f"{subject} created in {change.to_status}"
+    if change.changed:
+        return f"{subject} moved from {change.from_status} to {change.to_status}"
+    return f"{subject} stays {change.to_status}"
+
+
+class IntegrationStates(TypedDict):
+    """Seed 002's integration states: how syncing stands, and the last sync's outcome."""
+
+    id: str
+    status: str
+    setupStatus: str
+    qaStatus: str | None
+    lastSyncOutcome: str | None
+    lastSyncAt: str | None
+    dataLastReceivedAt: str | None
+
+
+def integration_states(integration: Integration, last_run: SyncRun | None) -> IntegrationStates:
+    """The states view: the API status, setup and QA details, the last finished sync."""
+    return {
+        "id": str(integration.id),
+        "status": integration.api_status.value,
+        "setupStatus": setup_status(integration).value,
+        "qaStatus": _value_or_none(qa_status(integration)),
+        "lastSyncOutcome": last_run.outcome if last_run else None,
+        "lastSyncAt": _iso_or_none(last_run.finished_at) if last_run else None,
+        "dataLastReceivedAt": _iso_or_none(integration.data_last_received_at),
+    }
+
+
+class EnvironmentDto(TypedDict):
+    """An environment (seed 001's environmentId; seed 003's workspace)."""
+
+    id: str
+    organizationId: str
+    name: str
+    kind: str
+
+
+def environment_dto(environment: Environment) -> EnvironmentDto:
+    return {
+        "id": environment.id,
+        "organizationId": environment.organization_id,
+        "name": environment.name,
+        "kind": environment.kind,
+    }
 
 
 def _iso(moment: datetime) -> str:

@@ -6,6 +6,7 @@
     │   └── InvalidFilters          filters the provider's connector refuses
     ├── IntegrationNotFound         no integration with that id
     ├── TransitionNotAllowed        a trigger that does not apply to the current status
+    │   └── SyncsPaused             a sync asked for while the status pauses syncing
     ├── DuplicateIntegration        identifier or primary flag already taken
     ├── SchemaOutdated              the database lacks this code's migrations
     ├── CredentialsError            keys and ciphertexts
@@ -23,6 +24,7 @@
     │   └── WebhookRejected         an inbound provider webhook failing verification
     ├── DeliveryFailed              worker.errors: a sink refused a status-change event
     ├── SignatureError              worker.errors: our own webhook's signature header is off
+    ├── BrokerUnavailable           worker.errors: a sync could not be published right now
     └── ServiceUnavailable          worker.errors: the database, Redis or the broker failed
 
 Messages say what and which (the integration, its status, the trigger, the endpoint)
@@ -40,6 +42,10 @@ class DeliveryFailed(SyncWorkerError):
 
 class SignatureError(SyncWorkerError):
     """Raised when a webhook's signature header is missing, malformed, stale or wrong."""
+
+
+class BrokerUnavailable(SyncWorkerError):
+    """Raised when a sync asked for now cannot be published; the next beat tick sends it."""
 
 
 class ServiceUnavailable(SyncWorkerError):

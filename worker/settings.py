@@ -129,6 +129,9 @@ class Settings:
     metrics_port: int | None = field(default=None, metadata=env("METRICS_PORT", whole(0, 65535)))
     # None: LOOPBACK on the embedded default, ALL_INTERFACES with a broker of its own.
     metrics_addr: str | None = field(default=None, metadata=env("METRICS_ADDR", ADDRESS))
+    # Where `syncworker api` listens: loopback unless told otherwise.
+    api_host: str = field(default="127.0.0.1", metadata=env("API_HOST", name_text(253)))
+    api_port: int = field(default=8000, metadata=env("API_PORT", whole(1, 65535)))
     # Demo only: the app clock runs this many times faster than the wall clock.
     clock_speed: float = 1.0
     # A task's hard time limit (the soft one is nine tenths of it); below the broker's

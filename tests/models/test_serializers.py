@@ -20,7 +20,7 @@ from models.integrations import configure_filters, deactivate, delete, resolve_q
 from models.schema import Integration, StatusChange, SyncRun
 from models.serializers import (
     ActionResult,
-    action_result_for,
+    describe_change,
     integration_api_view,
     integration_dto,
     status_change_dto,
@@ -285,16 +285,13 @@ def test_action_result_is_ok_and_message_and_leaves_out_a_missing_message() -> N
         ActionResult(ok=True).ok = False  # type: ignore[misc]
 
 
-def test_action_result_says_the_integration_moved_and_a_sync_was_queued(
+def test_change_description_says_the_integration_moved(
     sessions: Sessions, clock: ManualClock, make_integration: IntegrationFactory
 ) -> None:
     integration = make_integration(filters={})
     with sessions() as session, session.begin():
         change = configure_filters(session, integration.id, {"objects": ["x"]}, now=clock.now())
-    assert action_result_for(change).to_dict() == {
-        "ok": True,
-        "message": f"integration {integration.id} moved from setup to active; sync queued",
-    }
+    assert describe_change(change) == f"integration {integration.id} moved from setup to active"
 
 
 @pytest.mark.parametrize(
@@ -303,14 +300,13 @@ def test_action_result_says_the_integration_moved_and_a_sync_was_queued(
         (Change(uuid.UUID(int=1), Trigger.CONFIGURE_FILTERS, Status.ACTIVE, Status.ACTIVE),
          "stays active"),
         (Change(uuid.UUID(int=1), Trigger.UPDATE_CREDENTIALS, Status.ACTIVE, Status.ACTIVE, True),
-         "stays active; sync queued"),
+         "stays active"),
         (Change(uuid.UUID(int=1), Trigger.CREATED, None, Status.SETUP), "created in setup"),
         (Change(uuid.UUID(int=1), Trigger.DEACTIVATE, Status.SYNC_FAILING, Status.INACTIVE),
          "moved from sync_failing to inactive"),
     ],
 )  # fmt: skip
-def test_action_result_message_names_the_integration_and_its_statuses(
+def test_change_description_names_the_integration_and_its_statuses(
     change: Change, message: str
 ) -> None:
-    result = action_result_for(change)
-    assert result == ActionResult(ok=True, message=f"integration {uuid.UUID(int=1)} {message}")
+    assert describe_change(change) == f"integration {uuid.UUID(int=1)} {message}"

@@ -15,14 +15,10 @@ from typing import Any
 
 import click
 
-from models.db import as_uuid
-from models.schema import Integration
 from models.serializers import ActionResult
 from models.status import SyncOutcome
-from worker.app import create_app
 from worker.cli.context import CliContext, emit, failures, pass_context
 from worker.operator import Operator
-from worker.runtime import publisher_of
 from worker.sync import Finished
 
 JSON_HELP = "Machine-readable output."
@@ -56,21 +52,14 @@ def sync(cli: CliContext, integration_id: str, inline: bool, as_json: bool) -> N
         _sync_inline(cli, integration_id, as_json=as_json)
         return
     with failures(as_json):
-        app = create_app(cli.settings, runtime=cli.runtime)
-        try:
-            result = Operator(cli.runtime, publisher_of(app).sync_now).sync_now(integration_id)
-        finally:
-            app.close()
+        result = cli.operator.sync_now(integration_id)
     report(result, as_json=as_json)
 
 
 def _sync_inline(cli: CliContext, integration_id: str, *, as_json: bool) -> None:
     with failures(as_json):
-        operator = Operator(cli.runtime)
-        operator.provider_of(integration_id)  # IntegrationNotFound before anything runs
-        done = operator.sync_inline(integration_id)
-        with cli.runtime.sessions() as session:
-            status = session.get_one(Integration, as_uuid(integration_id)).status
+        done = cli.operator.sync_inline(integration_id)
+        status = cli.operator.get(integration_id, "dto")["status"]
     if not isinstance(done, Finished):
         message = f"sync of integration {integration_id} skipped: {done.reason}"
         report(ActionResult(False, message), as_json=as_json)
@@ -117,7 +106,7 @@ def _action(name: str, act: OperatorAction, summary: str) -> click.Command:
     @pass_context
     def command(cli: CliContext, integration_id: str, actor: str, as_json: bool) -> None:
         with failures(as_json):
-            result = act(Operator(cli.runtime), integration_id, actor)
+            result = act(cli.operator, integration_id, actor)
         report(result, as_json=as_json)
 
     return command
@@ -148,7 +137,7 @@ reactivate = _action(
 def delete(cli: CliContext, integration_id: str, by: str, as_json: bool) -> None:
     """Delete an integration for good: credentials wiped, syncs stopped. Cannot be undone."""
     with failures(as_json):
-        result = Operator(cli.runtime).delete(integration_id, actor=by)
+        result = cli.operator.delete(integration_id, actor=by)
     report(result, as_json=as_json)
 
 
@@ -159,9 +148,7 @@ def delete(cli: CliContext, integration_id: str, by: str, as_json: bool) -> None
 def api_request(cli: CliContext, integration_id: str, as_json: bool) -> None:
     """Record an API request, as the host application does (resets the dev idle clock)."""
     with failures(as_json):
-        operator = Operator(cli.runtime)
-        operator.provider_of(integration_id)  # IntegrationNotFound for an unknown id
-        recorded = operator.record_api_request(integration_id)
+        recorded = cli.operator.record_api_request(integration_id)
     message = (
         f"API request recorded for integration {integration_id}"
         if recorded

@@ -17,14 +17,10 @@ import click
 
 from models.errors import InvalidValue
 from models.inputs import checked_actor
-from models.integrations import NewIntegration, ensure_environment
-from models.schema import Environment, Integration
-from models.serializers import integration_dto
+from models.integrations import NewIntegration
 from models.status import EnvironmentKind, Provider, parse_enum
 from worker.cli.actions import ACTOR_HELP, JSON_HELP, report
 from worker.cli.context import CliContext, emit, failures, pass_context
-from worker.operator import Operator
-from worker.runtime import Runtime
 
 # Credentials and filters are a few fields; a bigger file is a wrong file.
 MAX_JSON_CHARS: Final = 1024 * 1024
@@ -131,17 +127,18 @@ def create(
         credentials = None
         if credentials_file is not None:
             credentials = read_json_object(credentials_file, what="credentials")
-        runtime = cli.runtime
         # Refuse bad input before creating anything (a missing environment is made first).
-        connector = runtime.connector(kind)
+        connector = cli.runtime.connector(kind)
         if credentials is not None:
             connector.validate_credentials(credentials)
         if filters is not None:
             filters = connector.validate_filters(filters)
         NewIntegration(environment_id, name, identifier, kind.value, filters=filters)
         checked_actor(actor)
-        _environment(runtime, environment_id, organization, environment_kind)
-        created = Operator(runtime).create(
+        cli.operator.ensure_environment(
+            environment_id, organization_id=organization, kind=environment_kind
+        )
+        created = cli.operator.create(
             environment_id=environment_id,
             name=name,
             identifier=identifier,
@@ -151,38 +148,9 @@ def create(
             actor=actor,
             primary=primary,
         )
-        with runtime.sessions() as session:
-            dto = integration_dto(session.get_one(Integration, created.integration_id))
+        dto = cli.operator.get(str(created.integration_id), "dto")
     payload = {**created.result.to_dict(), "integration": dto}
     emit(payload, as_json=as_json, human=lambda: created.result.message or "created")
-
-
-def _environment(
-    runtime: Runtime, environment_id: str, organization: str | None, kind: str | None
-) -> None:
-    """Check the environment exists and matches what was asked; create it if missing."""
-    with runtime.sessions() as session, session.begin():
-        environment = session.get(Environment, environment_id)
-        if environment is None:
-            if organization is None:
-                raise InvalidValue(
-                    f"environment {environment_id!r} does not exist; pass --organization "
-                    "(and --environment-kind) to create it"
-                )
-            ensure_environment(
-                session,
-                environment_id,
-                organization_id=organization,
-                name=environment_id,
-                kind=kind or EnvironmentKind.PRODUCTION.value,
-            )
-        elif organization not in (None, environment.organization_id):
-            raise InvalidValue(
-                f"environment {environment_id!r} belongs to organization "
-                f"{environment.organization_id!r}, not {organization!r}"
-            )
-        elif kind not in (None, environment.kind):
-            raise InvalidValue(f"environment {environment_id!r} is {environment.kind}, not {kind}")
 
 
 @click.command("set-credentials")
@@ -202,7 +170,7 @@ def set_credentials(
     """
     with failures(as_json):
         credentials = read_json_object(source, what="credentials")
-        result = Operator(cli.runtime).set_credentials(integration_id, credentials, actor=actor)
+        result = cli.operator.set_credentials(integration_id, credentials, actor=actor)
     report(result, as_json=as_json)
 
 
@@ -225,10 +193,9 @@ def configure_filters(
     """Set the filters; an integration in setup becomes active with its first sync due."""
     with failures(as_json):
         filters = filters_from(inline, path)
-        operator = Operator(cli.runtime)
-        provider = operator.provider_of(integration_id)
+        provider = cli.operator.provider_of(integration_id)
         filters = cli.runtime.connector(provider).validate_filters(filters)
-        result = operator.configure_filters(integration_id, filters, actor=actor)
+        result = cli.operator.configure_filters(integration_id, filters, actor=actor)
     report(result, as_json=as_json)
 
 

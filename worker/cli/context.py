@@ -15,11 +15,15 @@ from functools import cached_property
 from typing import Any, NoReturn
 
 import click
+from celery import Celery
 
 from models import migrate
 from models.errors import SyncWorkerError
+from worker.app import create_app
+from worker.operator import Operator
 from worker.outages import OUTAGES, reported, unavailable
-from worker.runtime import Runtime
+from worker.queues import queue_depths
+from worker.runtime import Runtime, publisher_of
 from worker.settings import Settings
 
 # A command does one thing at a time: a small pool is plenty.
@@ -57,7 +61,24 @@ class CliContext:
             migrate.require_current(runtime.engine)
         return runtime
 
+    @cached_property
+    def app(self) -> Celery:
+        """A Celery app to publish on and read queue depths from; it connects on first use."""
+        return create_app(self.settings, runtime=self.runtime)
+
+    @cached_property
+    def operator(self) -> Operator:
+        """The operator service, publishing the syncs its actions ask for on the broker."""
+        return Operator(
+            self.runtime,
+            publisher_of(self.app).sync_now,
+            queue_depths=lambda: queue_depths(self.app),
+            broker_url=str(self.app.conf.broker_url),
+        )
+
     def close(self) -> None:
+        if "app" in self.__dict__:
+            self.app.close()
         if "unchecked_runtime" in self.__dict__:
             self.unchecked_runtime.close()
 

@@ -12,40 +12,21 @@ from datetime import datetime
 from typing import Any
 
 import click
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from models.clock import ensure_utc
-from models.db import as_uuid
-from models.errors import IntegrationNotFound
-from models.schema import Integration, StatusChange, SyncRun
+from models.queries import MAX_PAGE_SIZE, IntegrationQuery
 from models.serializers import (
     IntegrationDto,
-    integration_dto,
-    qa_status,
-    setup_status,
-    status_change_dto,
-    sync_run_dto,
 )
 from models.status import Provider, Status, parse_enum
 from worker.cli import actions, configure
 from worker.cli.context import CliContext, emit, failures, pass_context, table
-
-HISTORY_LIMIT = 20  # enough to see how an integration got where it is
-RUNS_LIMIT = 10  # the recent runs an operator reads to see why syncs fail
+from worker.operator import HISTORY_LIMIT, RUNS_LIMIT
 
 
 def moment(value: datetime | None) -> str | None:
     """A time for people: UTC, to the second."""
     return None if value is None else ensure_utc(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def load_integration(session: Session, integration_id: str) -> Integration:
-    """The integration with this id, or IntegrationNotFound (also for a malformed id)."""
-    integration = session.get(Integration, as_uuid(integration_id))
-    if integration is None:
-        raise IntegrationNotFound(integration_id)
-    return integration
 
 
 @click.group()
@@ -58,7 +39,7 @@ def integrations() -> None:
 @click.option("--provider", "providers", multiple=True, help="Only this provider (repeatable).")
 @click.option("--environment", help="Only this environment id.")
 @click.option("--organization", help="Only this organization id.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, MAX_PAGE_SIZE))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_context
 def list_(
@@ -71,38 +52,33 @@ def list_(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List integrations, newest first."""
+    """List integrations, newest first (deleted ones too, as the audit view)."""
     with failures(as_json):
-        stmt = select(Integration).order_by(Integration.created_at.desc(), Integration.id)
-        if statuses:
-            wanted = [parse_enum(Status, s, what="status").value for s in statuses]
-            stmt = stmt.where(Integration.status.in_(wanted))
-        if providers:
-            kinds = [parse_enum(Provider, p, what="provider").value for p in providers]
-            stmt = stmt.where(Integration.provider.in_(kinds))
-        if environment is not None:
-            stmt = stmt.where(Integration.environment_id == environment)
-        if organization is not None:
-            stmt = stmt.where(Integration.organization_id == organization)
-        with cli.runtime.sessions() as session:
-            found = list(session.scalars(stmt.limit(limit)))
-    emit([integration_dto(i) for i in found], as_json=as_json, human=lambda: _listing(found))
+        query = IntegrationQuery(
+            providers=tuple(parse_enum(Provider, p, what="provider") for p in providers),
+            statuses=tuple(parse_enum(Status, s, what="status") for s in statuses),
+            workspace_id=environment,
+            organization_id=organization,
+            include_deleted=True,
+        )
+        found = cli.operator.list_integrations(query, view="dto", limit=limit).items
+    emit(found, as_json=as_json, human=lambda: _listing(found))
 
 
-def _listing(found: Sequence[Integration]) -> str:
+def _listing(found: Sequence[IntegrationDto]) -> str:
     if not found:
         return "no integrations match"
     rows = [
         {
-            "id": str(i.id),
-            "name": i.name,
-            "provider": i.provider,
-            "status": i.status,
-            "api status": i.api_status.value,
-            "next sync": moment(i.next_sync_at),
-            "last data": moment(i.data_last_received_at),
+            "id": dto["id"],
+            "name": dto["name"],
+            "provider": dto["providerId"],
+            "status": dto["status"],
+            "api status": dto["apiStatus"],
+            "next sync": _at(dto["nextSyncAt"]),
+            "last data": _at(dto["dataLastReceivedAt"]),
         }
-        for i in found
+        for dto in found
     ]
     columns = ["id", "name", "provider", "status", "api status", "next sync", "last data"]
     return table(rows, columns)
@@ -114,46 +90,37 @@ def _listing(found: Sequence[Integration]) -> str:
 @pass_context
 def show(cli: CliContext, integration_id: str, as_json: bool) -> None:
     """Show one integration, its status history and its recent sync runs."""
-    with failures(as_json), cli.runtime.sessions() as session:
-        integration = load_integration(session, integration_id)
-        history = session.scalars(
-            select(StatusChange)
-            .where(StatusChange.integration_id == integration.id)
-            .order_by(StatusChange.at.desc(), StatusChange.id.desc())
-            .limit(HISTORY_LIMIT)
-        ).all()
-        runs = session.scalars(
-            select(SyncRun)
-            .where(SyncRun.integration_id == integration.id)
-            .order_by(SyncRun.started_at.desc(), SyncRun.attempt.desc())
-            .limit(RUNS_LIMIT)
-        ).all()
+    with failures(as_json):
+        operator = cli.operator
         payload = {
-            "integration": integration_dto(integration),
-            "history": [status_change_dto(c) for c in history],
-            "runs": [sync_run_dto(r) for r in runs],
+            "integration": operator.get(integration_id, "dto"),
+            "history": operator.history(integration_id, limit=HISTORY_LIMIT),
+            "runs": operator.runs(integration_id, limit=RUNS_LIMIT),
         }
-        extra = {"setup": setup_status(integration).value, "qa": qa_status(integration)}
-    emit(payload, as_json=as_json, human=lambda: _details(payload, extra))
+    emit(payload, as_json=as_json, human=lambda: _details(payload))
 
 
-def _details(payload: dict[str, Any], extra: dict[str, Any]) -> str:
+def _at(value: str | None) -> str | None:
+    return moment(datetime.fromisoformat(value)) if value else None
+
+
+def _details(payload: dict[str, Any]) -> str:
     dto: IntegrationDto = payload["integration"]
-    sections = [_summary(dto, extra), _history(payload["history"]), _runs(payload["runs"])]
+    sections = [_summary(dto), _history(payload["history"]), _runs(payload["runs"])]
     return "\n\n".join(sections)
 
 
-def _summary(dto: IntegrationDto, extra: dict[str, Any]) -> str:
+def _summary(dto: IntegrationDto) -> str:
     def at(key: str) -> str | None:
         value = dto.get(key)
-        return moment(datetime.fromisoformat(value)) if isinstance(value, str) else None
+        return _at(value) if isinstance(value, str) else None
 
     fields: list[tuple[str, str | None]] = [
         ("id", dto["id"]),
         (
             "status",
-            f"{dto['status']} (api {dto['apiStatus']}, setup {extra['setup']}, "
-            f"qa {extra['qa'] or '-'})",
+            f"{dto['status']} (api {dto['apiStatus']}, setup {dto['setupStatus']}, "
+            f"qa {dto['qaStatus'] or '-'})",
         ),
         ("environment", f"{dto['environmentId']} (organization {dto['organizationId']})"),
         ("identifier", dto["identifier"]),

@@ -222,4 +222,4 @@ def test_sync_with_an_unreachable_broker_says_so_and_leaves_the_integration_due(
 
     reason = one_line_error(result)
     assert f"the broker is unreachable; integration {integration.id}" in reason
-    assert "stays due and the next tick syncs it" in reason
+    assert "stays due and the next beat tick dispatches its sync" in reason

@@ -1,0 +1,60 @@
+"""Who may do what: every `/v1` request (but webhooks) carries an API key.
+
+`Authorization: Bearer swk_...`. A workspace key gets an operator service scoped to
+its workspace, so another workspace's integration is simply not found (404, never
+403: a key learns nothing about what it may not see); an operator key sees all, and
+only it passes `operator_only`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from models.api_keys import Principal, verify_key
+from worker.operator import Operator
+from worker.runtime import Runtime
+
+CHALLENGE: Final = {"WWW-Authenticate": "Bearer"}
+_bearer = HTTPBearer(auto_error=False, description="An API key: `syncworker api-keys create`")
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The verified key's principal; 401 without a key or with one that does not verify."""
+    if credentials is None:
+        raise HTTPException(401, "an API key is required: Authorization: Bearer <key>", CHALLENGE)
+    with runtime_of(request).sessions() as session:
+        found = verify_key(session, credentials.credentials)
+    if found is None:
+        raise HTTPException(401, "the API key is not valid or was revoked", CHALLENGE)
+    return found
+
+
+def operator_for(request: Request, who: Annotated[Principal, Depends(principal)]) -> Operator:
+    """The operator service as this key may use it: all, or its workspace only."""
+    base: Operator = request.app.state.operator
+    if who.is_operator:
+        return base
+    # A workspace key always names its workspace (models.api_keys); "" would see nothing.
+    return base.scoped(who.workspace_id or "")
+
+
+def operator_only(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    """403 for a workspace key on an operator's route."""
+    if not who.is_operator:
+        raise HTTPException(403, "this needs an operator key")
+    return who
+
+
+Scoped = Annotated[Operator, Depends(operator_for)]
+OperatorKey = Annotated[Principal, Depends(operator_only)]
