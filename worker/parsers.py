@@ -141,6 +141,14 @@ def _check_database(raw: str) -> str:
 
 
 def _check_redis(raw: str) -> str:
+    parts = urlsplit(raw)
+    database = parts.path.strip("/")
+    if (
+        parts.scheme.lower() != "unix"
+        and database
+        and not (database.isascii() and database.isdigit())
+    ):
+        raise Problem("must name its database by number (redis://host:6379/0)")
     try:
         parse_redis_url(raw)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     except ValueError:

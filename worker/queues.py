@@ -5,7 +5,8 @@ routing key (what Celery itself declares for a queue it creates on demand), so a
 sent by exchange and routing key reaches exactly one queue. `celery -A worker list
 bindings` shows one binding per queue.
 
-Depths are read straight from the broker. Two brokers are supported, the two this project runs on:
+Depths are read straight from the broker. Two brokers are supported, the two this project
+runs on:
 
 - Redis: kombu keeps a queue as a list named after it, plus one list per priority
   step above 0 named `<queue><sep><step>` (sep `\\x06\\x16`, steps 0, 3, 6, 9 unless

@@ -18,6 +18,8 @@ from worker.settings import Settings
         ("BROKER_URL", "sqla+mysql://sync:hunter2@db/sync", "names a driver not"),
         ("BROKER_URL", "redis://:hunter2@redis/0?socket_timeout=soon", "has a query option"),
         ("REDIS_URL", "redis://:hunter2@redis/0?health_check_interval=x", "has a query option"),
+        ("REDIS_URL", "redis://:hunter2@redis/cache", "must name its database by number"),
+        ("BROKER_URL", "redis://:hunter2@redis:6379/zero", "must name its database by number"),
     ],
 )
 def test_a_url_that_would_fail_later_is_refused_at_start_without_its_password(
