@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import click
 from celery import Celery
@@ -26,8 +26,9 @@ from worker.queues import queue_depths
 from worker.runtime import Runtime, publisher_of
 from worker.settings import Settings
 
-# A command does one thing at a time: a small pool is plenty.
-CLI_SLOTS = 4
+# A command does one thing at a time (a --watch refresh, one inline sync): a few pooled
+# connections are plenty.
+CLI_SLOTS: Final = 4
 
 
 class CliContext:
