@@ -193,8 +193,6 @@ def configure_filters(
     """Set the filters; an integration in setup becomes active with its first sync due."""
     with failures(as_json):
         filters = filters_from(inline, path)
-        provider = cli.operator.provider_of(integration_id)
-        filters = cli.runtime.connector(provider).validate_filters(filters)
         result = cli.operator.configure_filters(integration_id, filters, actor=actor)
     report(result, as_json=as_json)
 
