@@ -12,7 +12,6 @@ from api import demo
 from api.app import serve
 from models import migrate
 from models.api_keys import Role, create_key, list_keys, revoke_key
-from models.errors import InvalidValue
 from worker.cli.context import CliContext, emit, failures, pass_context, table
 from worker.cli.main import main
 
@@ -27,10 +26,10 @@ def api(cli: CliContext, host: str | None, port: int | None) -> None:
     """Serve the Integrations API, the webhook receiver and the integrations page."""
     settings = cli.settings
     with failures():
+        engine = cli.unchecked_runtime.engine
         if settings.embedded:
-            migrate.upgrade(cli.runtime.engine)
-        elif migrate.current(cli.runtime.engine) != migrate.head():
-            raise InvalidValue("the database is not migrated: run `syncworker db upgrade`")
+            migrate.upgrade(engine)
+        migrate.require_current(engine)  # else one line: run `syncworker db upgrade`
     host, port = host or settings.api_host, port or settings.api_port
     click.echo(f"syncworker API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)")
     serve(settings, host=host, port=port)

@@ -20,10 +20,11 @@ from models.errors import (
     DuplicateIntegration,
     IntegrationNotFound,
     InvalidValue,
+    SchemaOutdated,
     SyncWorkerError,
     TransitionNotAllowed,
 )
-from worker.errors import BrokerUnavailable
+from worker.errors import BrokerUnavailable, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +35,8 @@ STATUS_OF: Final[tuple[tuple[type[SyncWorkerError], int], ...]] = (
     (DuplicateIntegration, 409),
     (InvalidValue, 422),
     (BrokerUnavailable, 503),
+    (ServiceUnavailable, 503),
+    (SchemaOutdated, 503),
 )
 # A validation message names at most this many problems; the rest are counted.
 MAX_PROBLEMS: Final = 3

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
+from models.inputs import checked_actor
 from models.lifecycle import LIFECYCLE, SYNC_NOW_TRIGGERS, Subject
 from models.schema import Integration, OutboxEvent, StatusChange
 from models.status import SYNCING_STATUSES, Status, Trigger
@@ -66,8 +67,10 @@ def apply_trigger(
 ) -> Change | None:
     """Fire `trigger` on a locked integration; None when its guards held it back.
 
-    Raises TransitionNotAllowed when the trigger does not apply to the current status.
+    Raises TransitionNotAllowed when the trigger does not apply to the current status, and
+    InvalidValue for an actor the audit trail cannot hold.
     """
+    checked_actor(actor)
     subject = subject_of(integration)
     before = integration.status_enum
     if not LIFECYCLE.fire(subject, trigger, now=now, **facts):

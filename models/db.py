@@ -8,6 +8,7 @@ at import.
 from __future__ import annotations
 
 import functools
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ from models.schema import Base, Integration
 # because BEGIN IMMEDIATE makes every writer queue for the one write lock.
 SQLITE_BUSY_TIMEOUT_S = 30
 
+
+# The embedded database holds customer records: its folder and its file are the owner's only
+# (SQLite gives its -wal and -shm files the database file's mode).
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 # A pooled PostgreSQL connection is replaced after this long, before any server or proxy
 # idle timeout closes it under us.
@@ -61,14 +67,20 @@ def make_engine(
 
 def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         echo=echo,
         hide_parameters=True,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
     )
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+
+        @event.listens_for(engine, "do_connect")
+        def _create_privately(*_: Any) -> None:
+            # On first use, not when the engine is made: a command that only finds the
+            # database missing leaves no folder or file behind.
+            create_private_file(path)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -87,6 +99,16 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` (and its folder) readable by the owner only, unless it exists."""
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(descriptor)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

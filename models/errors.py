@@ -6,6 +6,7 @@
     ├── TransitionNotAllowed      a trigger that does not apply to the current status
     │   └── SyncsPaused           a sync asked for while the status pauses syncing
     ├── DuplicateIntegration      identifier or primary flag already taken in the environment
+    ├── SchemaOutdated            the database lacks this code's migrations
     └── CredentialsError          encryption keys or ciphertexts
         ├── CredentialKeyError    missing or malformed key configuration
         ├── DecryptionFailed      no configured key opens a ciphertext
@@ -16,6 +17,11 @@ never contain a secret. `worker.errors` draws the whole hierarchy, the worker's 
 """
 
 from __future__ import annotations
+
+from typing import Final
+
+# How much of a caller's integration id an error repeats (a UUID has 36 characters).
+SHOWN_ID_CHARS: Final = 64
 
 
 class SyncWorkerError(Exception):
@@ -30,7 +36,12 @@ class IntegrationNotFound(SyncWorkerError, LookupError):
     """Raised when no integration has the requested id."""
 
     def __init__(self, integration_id: object) -> None:
-        super().__init__(f"integration {integration_id} not found")
+        text = str(integration_id)
+        # An id comes from outside: quoted when it is odd, and never echoed at length.
+        plain = text.isprintable() and " " not in text and len(text) <= SHOWN_ID_CHARS
+        cut = "..." if len(text) > SHOWN_ID_CHARS else ""
+        shown = text if plain else repr(text[:SHOWN_ID_CHARS]) + cut
+        super().__init__(f"integration {shown} not found")
         self.integration_id = integration_id
 
 
@@ -56,6 +67,10 @@ class SyncsPaused(TransitionNotAllowed):
 
 class DuplicateIntegration(SyncWorkerError):
     """Raised when an identifier or the primary flag is already taken in an environment."""
+
+
+class SchemaOutdated(SyncWorkerError):
+    """Raised when the database's schema lacks this code's newest migration (or any)."""
 
 
 class CredentialsError(SyncWorkerError):

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from models.changes import SYSTEM_ACTOR, Change, apply_trigger, record_change
 from models.db import as_uuid, lock_integration
 from models.errors import DuplicateIntegration, InvalidValue, TransitionNotAllowed
+from models.inputs import MAX_ID_CHARS, checked_actor, checked_json, checked_key, checked_name
 from models.lifecycle import initial_status
 from models.schema import Environment, Integration
 from models.status import SYNCING_STATUSES, EnvironmentKind, Provider, Status, Trigger, parse_enum
@@ -40,14 +41,29 @@ class NewIntegration:
     sync_interval_seconds: int | None = None
     integration_id: uuid.UUID | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse text the columns cannot hold and documents that are not plain JSON."""
+        checked_key(self.environment_id, what="environment id", max_chars=MAX_ID_CHARS)
+        checked_name(self.name, what="name")
+        checked_key(self.identifier, what="identifier")
+        if not isinstance(self.configurations, Mapping):
+            raise InvalidValue("configurations must be a JSON object")
+        checked_json(dict(self.configurations), what="configurations")
+        checked_json(list(self.conditions), what="conditions")
+        if self.filters is not None:
+            checked_json(self.filters, what="filters")
+
 
 def ensure_environment(
     session: Session, env_id: str, *, organization_id: str, name: str, kind: str
 ) -> Environment:
     """Return the environment with `env_id`, creating it if it does not exist yet."""
     kind_enum = parse_enum(EnvironmentKind, kind, what="environment kind")
+    checked_key(env_id, what="environment id", max_chars=MAX_ID_CHARS)
     environment = session.get(Environment, env_id)
     if environment is None:
+        checked_key(organization_id, what="organization id", max_chars=MAX_ID_CHARS)
+        checked_name(name, what="environment name")
         environment = Environment(
             id=env_id, organization_id=organization_id, name=name, kind=kind_enum.value
         )
@@ -61,6 +77,7 @@ def create_integration(
 ) -> Change:
     """Create an integration in `setup`, or `active` with its first sync queued if filtered."""
     provider = parse_enum(Provider, spec.provider, what="provider")
+    checked_actor(actor)
     environment = session.get(Environment, spec.environment_id)
     if environment is None:
         raise InvalidValue(f"unknown environment {spec.environment_id!r}")
@@ -211,7 +228,7 @@ def _checked_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidValue(
             "filters must be a non-empty JSON object; an integration without filters stays in setup"
         )
-    return dict(filters)
+    return dict(checked_json(dict(filters), what="filters"))
 
 
 def _checked_interval(seconds: int | None) -> int | None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu.entity import Queue
 
 from scheduler.beat import CONTROL_QUEUE, Cadence, build_schedule
-from worker import signals, tasks
+from worker import queues, signals, tasks
+from worker.beat import SCHEDULER
 from worker.runtime import Runtime, attach
 from worker.settings import Settings
 
@@ -30,7 +30,7 @@ def create_app(
     process builds its own on first use.
     """
     app = Celery("syncworker", broker=settings.broker_url, set_as_current=False)
-    queues = [Queue(CONTROL_QUEUE)] + [Queue(p.queue) for p in settings.providers.values()]
+    declared = queues.declare([CONTROL_QUEUE, *(p.queue for p in settings.providers.values())])
     transport_options: dict[str, Any] = {}
     if settings.broker_url.startswith(("redis://", "rediss://")):
         transport_options["visibility_timeout"] = settings.visibility_timeout_s
@@ -48,10 +48,15 @@ def create_app(
         task_soft_time_limit=settings.task_time_limit_s * 0.9,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
-        task_queues=queues,
+        task_queues=declared,
         task_default_queue=CONTROL_QUEUE,
+        task_default_exchange=CONTROL_QUEUE,
+        task_default_routing_key=CONTROL_QUEUE,
         beat_schedule=build_schedule(settings.providers, cadence),
-        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        # In memory, every job due at start: no schedule file, so no data folder (worker.beat).
+        beat_scheduler=SCHEDULER,
+        # Results are never stored, so there is nothing for a daily cleanup job to expire.
+        result_expires=None,
         worker_hijack_root_logger=False,
         # Flower's feed, off unless SYNCWORKER_TASK_EVENTS=true, `-E` or Flower turns it on.
         worker_send_task_events=settings.task_events,

@@ -281,7 +281,7 @@ def _start_worker_and_beat(app: Celery, stack: ExitStack) -> None:
     thread.start()
     stack.callback(thread.join, 10)
     stack.callback(worker.stop)
-    beat = EmbeddedService(app, thread=True)
+    beat = EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)
     beat.start()
     stack.callback(beat.stop)
 

@@ -2,11 +2,13 @@
 
     SyncWorkerError                 models.errors: the base; catch it at an edge (CLI, API)
     ├── InvalidValue                bad input: unknown provider, empty filters, a bad setting
-    │   └── InvalidCredentials      credentials the provider's connector refuses
+    │   ├── InvalidCredentials      credentials the provider's connector refuses
+    │   └── InvalidFilters          filters the provider's connector refuses
     ├── IntegrationNotFound         no integration with that id
     ├── TransitionNotAllowed        a trigger that does not apply to the current status
     │   └── SyncsPaused             a sync asked for while the status pauses syncing
     ├── DuplicateIntegration        identifier or primary flag already taken
+    ├── SchemaOutdated              the database lacks this code's migrations
     ├── CredentialsError            keys and ciphertexts
     │   ├── CredentialKeyError      missing or malformed key configuration
     │   ├── DecryptionFailed        no configured key opens a ciphertext
@@ -15,13 +17,15 @@
     │   ├── AuthFailed              401/403, a revoked or wrong key      -> auth_failed
     │   ├── TransientError          timeouts, 429, 5xx (retry_after)     -> retried, then failed
     │   ├── ConfigurationError      filters or configuration unusable    -> failed
+    │   │   └── InvalidFilters
     │   ├── ProviderError           an answer retrying will not fix      -> failed
     │   │   ├── MalformedResponse
     │   │   └── RequestRejected
     │   └── WebhookRejected         an inbound provider webhook failing verification
     ├── DeliveryFailed              worker.errors: a sink refused a status-change event
     ├── SignatureError              worker.errors: our own webhook's signature header is off
-    └── BrokerUnavailable           worker.errors: a sync could not be published right now
+    ├── BrokerUnavailable           worker.errors: a sync could not be published right now
+    └── ServiceUnavailable          worker.errors: the database, Redis or the broker failed
 
 Messages say what and which (the integration, its status, the trigger, the endpoint)
 and never carry a secret.
@@ -42,3 +46,7 @@ class SignatureError(SyncWorkerError):
 
 class BrokerUnavailable(SyncWorkerError):
     """Raised when a sync asked for now cannot be published; the next beat tick sends it."""
+
+
+class ServiceUnavailable(SyncWorkerError):
+    """Raised when the database, Redis or the broker cannot be reached or refused a request."""

@@ -22,6 +22,7 @@ the statuses a team must act on. Webhook sinks live in `worker.webhooks`.
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -86,13 +87,26 @@ class Sink(Protocol):
 
 
 class LogSink:
-    """Writes each event as one structured log line; QA and invalid credentials at WARNING."""
+    """Writes each event as one structured log line; QA and invalid credentials at WARNING.
+
+    The line's keys are snake_case like every other log line (`to_status`), while the
+    webhook body keeps the wire's camelCase (`toStatus`).
+    """
 
     name: Final = LOG_SINK_NAME
 
     def send(self, event: Event) -> None:
         emit = log.warning if event.data.get("toStatus") in NOTIFY_STATUSES else log.info
-        emit(event.kind, event_id=str(event.id), **event.data)
+        fields = {snake_case(key): value for key, value in event.data.items()}
+        emit(event.kind, event_id=str(event.id), **fields)
+
+
+_WORD_START: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake_case(key: str) -> str:
+    """`integrationId` -> `integration_id`: a wire key as a log key."""
+    return _WORD_START.sub("_", key).lower()
 
 
 @dataclass(frozen=True)

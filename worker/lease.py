@@ -163,7 +163,9 @@ class Leases:
         with self._lock:
             held = {key: _Held(h.token, h.run_id) for key, h in self._held.items()}
         for integration_id, lease in held.items():
-            if not self._store.renew(integration_id, lease.token, self._ttl_ms):
+            renewed = self._store.renew(integration_id, lease.token, self._ttl_ms)
+            # A sync that finished since the copy above released its lease: not a loss.
+            if not renewed and self._holds(integration_id, lease.token):
                 log.warning("lease.lost", integration_id=integration_id)
         run_ids = [lease.run_id for lease in held.values() if lease.run_id is not None]
         if run_ids:
@@ -175,6 +177,11 @@ class Leases:
                     .execution_options(synchronize_session=False)
                 )
         return len(held)
+
+    def _holds(self, integration_id: str, token: str) -> bool:
+        with self._lock:
+            held = self._held.get(integration_id)
+            return held is not None and held.token == token
 
     def close(self) -> None:
         self._stop.set()

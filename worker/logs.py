@@ -69,9 +69,25 @@ def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
     return dict(cleaned)
 
 
+def celery_task_ids(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: Celery's own lines about a task carry its `task_id` and `task`.
+
+    Celery logs "Task ... received" (and succeeded, failed, retry) with the task's id and
+    name in the record's `data`, from the consumer thread, before `task_prerun` binds them:
+    taken from there, such a line names its task like every other line of that task.
+    """
+    data = getattr(event_dict.get("_record"), "data", None)
+    if isinstance(data, Mapping) and data.get("id"):
+        event_dict["task_id"] = data["id"]
+        if data.get("name"):
+            event_dict["task"] = data["name"]
+    return event_dict
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
+        celery_task_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -11,7 +11,7 @@ Two kinds of metric, collected two ways:
   costs one query per cache period.
 
 `serve` starts the HTTP endpoint; the worker calls it on `worker_ready` when
-SYNCWORKER_METRICS_PORT is set (see `worker.signals`).
+SYNCWORKER_METRICS_PORT is set, on SYNCWORKER_METRICS_ADDR (see `worker.signals`).
 
 Pools:
 
@@ -52,8 +52,8 @@ log = structlog.get_logger(__name__)
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 # Prometheus scrapes every 15-60 s; a 10 s cache serves a few scrapers with one query.
 COLLECT_CACHE_S: Final = 10.0
-# The metrics port is scraped from outside the container or host.
-DEFAULT_ADDR: Final = "0.0.0.0"  # noqa: S104 - scraped from outside, like any exporter
+# Where `serve` binds unless told (SYNCWORKER_METRICS_ADDR): this host only.
+DEFAULT_ADDR: Final = "127.0.0.1"
 # Syncs last from under a second (nothing new) to minutes (a first sync of a big account).
 DURATION_BUCKETS: Final = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 RETRIED: Final = "retried"

@@ -256,6 +256,8 @@ class Operator:
         if self.workspace_id is not None and environment_id != self.workspace_id:
             raise InvalidValue(f"this key may only create integrations in {self.workspace_id}")
         kind = parse_enum(Provider, provider, what="provider")
+        if filters is not None:
+            filters = self._runtime.connector(kind).validate_filters(filters)
         sealed = self._seal(kind, credentials) if credentials else None
         spec = actions.NewIntegration(
             environment_id=environment_id,
@@ -283,7 +285,10 @@ class Operator:
         self, integration_id: str, filters: Mapping[str, Any], *, actor: str
     ) -> ActionResult:
         """Set the filters; an integration in setup becomes active with its first sync."""
-        return self._act(integration_id, actions.configure_filters, filters, actor=actor)
+        checked = self._runtime.connector(self.provider_of(integration_id)).validate_filters(
+            filters
+        )
+        return self._act(integration_id, actions.configure_filters, checked, actor=actor)
 
     def resolve_qa(self, integration_id: str, *, actor: str) -> ActionResult:
         """Sign off quality assurance: active again, with a sync at once."""

@@ -1,6 +1,12 @@
-"""How many messages wait on each of the app's queues, read straight from the broker.
+"""The app's queues: how they are declared and bound, and how many messages wait on each.
 
-Two brokers are supported, the two this project runs on:
+Each queue has its own direct exchange of the same name, bound with its name as the
+routing key (what Celery itself declares for a queue it creates on demand), so a message
+sent by exchange and routing key reaches exactly one queue. `celery -A worker list
+bindings` shows one binding per queue.
+
+Depths are read straight from the broker. Two brokers are supported, the two this project
+runs on:
 
 - Redis: kombu keeps a queue as a list named after it, plus one list per priority
   step above 0 named `<queue><sep><step>` (sep `\\x06\\x16`, steps 0, 3, 6, 9 unless
@@ -21,6 +27,7 @@ from typing import Any, Final
 
 import redis
 from celery import Celery
+from kombu.entity import Exchange, Queue
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -33,6 +40,55 @@ REDIS_PRIORITY_STEPS: Final = (0, 3, 6, 9)
 # An overview must answer quickly even when the broker does not.
 CONNECT_TIMEOUT_S: Final = 2.0
 SQLA_PREFIXES: Final = ("sqla+", "sqlalchemy+")
+# kombu's redis transport: the set of an exchange's bindings, and the set that keeps it
+# from expiring (kombu.transport.redis: Channel.keyprefix_queue, keyprefix_binding_permanent).
+# Each member is "<routing key><sep><pattern><sep><queue>".
+REDIS_BINDING_KEYS: Final = ("_kombu.binding.%s", "_kombu.binding_permanent.%s")
+
+
+def declare(names: Sequence[str]) -> list[Queue]:
+    """One queue per distinct name, each on its own direct exchange, keyed by its name."""
+    # kombu leaves these two unannotated.
+    return [
+        Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+        for name in dict.fromkeys(names)
+    ]
+
+
+def prune_bindings(app: Celery) -> int:
+    """Remove bindings the app does not declare from its exchanges' tables in Redis.
+
+    Versions before each queue had its own exchange bound every queue to the control
+    queue's exchange with the control queue's key, and kombu keeps a binding in Redis
+    until it is deleted by hand: left there, every control task would still be copied
+    to every queue. The number of bindings removed; 0 on another broker.
+    """
+    url = str(app.conf.broker_url or "")
+    if not url.startswith(("redis://", "rediss://")):
+        return 0
+    options: Mapping[str, Any] = app.conf.broker_transport_options or {}
+    sep = str(options.get("sep", REDIS_PRIORITY_SEP))
+    prefix = str(options.get("global_keyprefix", ""))
+    wanted: dict[str, set[str]] = {}
+    for queue in app.conf.task_queues or ():
+        exchange = queue.exchange.name if queue.exchange is not None else ""
+        member = sep.join([queue.routing_key or "", "", queue.name])
+        wanted.setdefault(exchange, set()).add(member)
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
+    )
+    removed = 0
+    try:
+        for exchange, members in wanted.items():
+            binding, permanent = (prefix + pattern % exchange for pattern in REDIS_BINDING_KEYS)
+            found = {*client.smembers(binding), *client.smembers(permanent)}
+            stale = [m for m in found if _text(m) not in members]
+            if stale:
+                removed += int(client.srem(binding, *stale))
+                client.srem(permanent, *stale)
+    finally:
+        client.close()
+    return removed
 
 
 def queue_depths(app: Celery) -> Depths:
@@ -66,6 +122,10 @@ def _redis_depths(url: str, names: Sequence[str], options: Mapping[str, Any]) ->
     finally:
         client.close()
     return {name: sum(int(next(lengths)) for _ in keys[name]) for name in names}
+
+
+def _text(member: bytes | str) -> str:
+    return member.decode("utf-8", "replace") if isinstance(member, bytes) else member
 
 
 def _priority_key(queue: str, sep: str, step: int) -> str:

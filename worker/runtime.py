@@ -28,35 +28,42 @@ from worker.connectors.http import HttpOptions
 from worker.connectors.registry import connector_for
 from worker.lease import Leases, LeaseStore, LocalLeaseStore, RedisLeaseStore
 from worker.publish import CeleryPublisher
-from worker.settings import Settings
+from worker.settings import THREADS_CONCURRENCY, Settings
 from worker.sync import SyncServices
 
 RUNTIME_ATTRIBUTE: Final = "syncworker_runtime"
 SETTINGS_ATTRIBUTE: Final = "syncworker_settings"
+# How many tasks this process runs at once, set by the worker once its pool is known.
+SLOTS_ATTRIBUTE: Final = "syncworker_slots"
 
 
 @dataclass
 class Runtime:
-    """Everything a worker, beat or CLI process shares across its tasks and threads."""
+    """Everything a worker, beat or CLI process shares across its tasks and threads.
+
+    `slots` is how many tasks the process runs at once (a threads worker's concurrency, 1 in
+    a prefork child): the database and HTTP pools hold that many connections.
+    """
 
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
+    slots: int = THREADS_CONCURRENCY
     _connectors: dict[Provider, Connector] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
+    def from_settings(cls, settings: Settings, *, slots: int | None = None) -> Runtime:
         clock: Clock = SystemClock()
         if settings.clock_speed != 1.0:
             clock = AcceleratedClock(settings.clock_speed)
-        return cls(settings, clock)
+        return cls(settings, clock, slots or settings.worker_concurrency or THREADS_CONCURRENCY)
 
     @cached_property
     def engine(self) -> Engine:
         # Each worker thread may hold a connection while a sync stores a page.
         return make_engine(
             self.settings.database_url,
-            pool_size=self.settings.worker_concurrency,
+            pool_size=self.slots,
             pre_ping=self.settings.db_pre_ping,
         )
 
@@ -100,7 +107,7 @@ class Runtime:
                 policy = self.settings.providers[provider]
                 # A pooled connection per sync thread: with fewer, threads queue for a
                 # connection while others wait on the provider (benchmarks/throughput.py).
-                http = HttpOptions(max_connections=self.settings.worker_concurrency)
+                http = HttpOptions(max_connections=self.slots)
                 connector = connector_for(provider, base_url=policy.base_url, http=http)
                 self._connectors[provider] = connector
             return connector
@@ -129,6 +136,11 @@ class Runtime:
         if redis is not None:
             redis.close()
 
+    def abandon(self) -> None:
+        """Drop what a forked child inherited, leaving the parent's connections open."""
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)
+
 
 def attach(app: Celery, settings: Settings, runtime: Runtime | None = None) -> None:
     """Give a Celery app its settings and, optionally, a prepared runtime."""
@@ -139,11 +151,30 @@ def attach(app: Celery, settings: Settings, runtime: Runtime | None = None) -> N
 
 def runtime_of(app: Celery) -> Runtime:
     """The app's runtime in this process, built on first use (after any fork)."""
-    runtime = getattr(app, RUNTIME_ATTRIBUTE, None)
+    runtime = prepared_runtime(app)
     if runtime is None:
-        runtime = Runtime.from_settings(settings_of(app))
+        slots = getattr(app, SLOTS_ATTRIBUTE, None)
+        runtime = Runtime.from_settings(settings_of(app), slots=slots)
         setattr(app, RUNTIME_ATTRIBUTE, runtime)
-    return cast(Runtime, runtime)
+    return runtime
+
+
+def prepared_runtime(app: Celery) -> Runtime | None:
+    """The app's runtime if this process has one already (or one was injected)."""
+    return cast(Runtime | None, getattr(app, RUNTIME_ATTRIBUTE, None))
+
+
+def set_slots(app: Celery, slots: int) -> None:
+    """Size the runtime this process builds for `slots` tasks at once."""
+    setattr(app, SLOTS_ATTRIBUTE, slots)
+
+
+def forget_runtime(app: Celery) -> None:
+    """In a forked child: build a runtime of its own instead of using the parent's."""
+    runtime = prepared_runtime(app)
+    if runtime is not None:
+        runtime.abandon()
+        setattr(app, RUNTIME_ATTRIBUTE, None)
 
 
 def settings_of(app: Celery) -> Settings:

@@ -2,9 +2,9 @@
 
 Each setting is declared once, as a field of `Settings`: its default is the field's
 default, and its metadata names the environment variable and how its text is read
-and checked (`whole(1, 1000)`, `flag`, `url(...)`). A bad value is one `InvalidValue`
-line naming the variable, what is wrong and the allowed range; a secret's value is
-never quoted.
+and checked (`worker.parsers`: `whole(1, 1000)`, `FLAG`, `url(...)`). A bad value is one
+`InvalidValue` line naming the variable, what is wrong and the allowed range; a secret's
+value is never quoted.
 
 With no configuration at all the worker runs on the embedded default: a SQLite
 database and a SQLite-backed broker under `./.syncworker/`, no Redis, and a
@@ -13,7 +13,6 @@ development credential key generated on first start.
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -21,12 +20,30 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from models.credentials import Keyring
 from models.errors import CredentialKeyError, InvalidValue
 from models.status import Provider
 from scheduler.providers import DEFAULT_POLICIES, ProviderPolicy, resolve_policies
+from worker.parsers import (
+    ADDRESS,
+    BROKER_URL,
+    DATABASE_URL,
+    FLAG,
+    FOLDER,
+    REDIS_URL,
+    TEXT,
+    URLS,
+    Parser,
+    Problem,
+    duration,
+    name_text,
+    number,
+    one_of,
+    secret_text,
+    url,
+    whole,
+)
 
 PREFIX: Final = "SYNCWORKER_"
 DEFAULT_DATA_DIR: Final = ".syncworker"
@@ -39,20 +56,20 @@ MIN_SESSION_SECRET_CHARS: Final = 32
 # again before its previous sync finished; above 30 days data is stale beyond use.
 MIN_INTERVAL_S: Final = 60
 MAX_INTERVAL_S: Final = 30 * 86_400
+# Where the metrics endpoint listens by default: this host only on the embedded default (a
+# laptop or a small install), every interface with a broker of its own (a container that
+# Prometheus scrapes from outside).
+LOOPBACK: Final = "127.0.0.1"
+ALL_INTERFACES: Final = "0.0.0.0"  # noqa: S104 - an exporter in a container is scraped from outside
 # Only owner-readable: the embedded data folder holds customer records and the dev key.
 DATA_DIR_MODE: Final = 0o700
-
-
-class Problem(ValueError):
-    """Raised by a parser: what is wrong with a value, as the end of a sentence."""
-
-
-@dataclass(frozen=True)
-class Parser:
-    """Reads one setting's text: `read` raises `Problem`; `allowed` is the README's range."""
-
-    read: Callable[[str], Any]
-    allowed: str
+# A threads worker's default concurrency. Each thread keeps one sync in flight and a sync
+# mostly waits on its provider, so 64 keep a pinned core busy against providers answering
+# within about a second (README; benchmarks/throughput.py). A prefork worker defaults to
+# the CPU count instead, as in Celery: its processes are not there to wait.
+THREADS_CONCURRENCY: Final = 64
+# Pools whose slots are threads or greenlets in one process, which THREADS_CONCURRENCY sizes.
+THREADED_POOLS: Final = frozenset({"threads", "gevent", "eventlet"})
 
 
 @dataclass(frozen=True)
@@ -71,113 +88,8 @@ class Env:
         try:
             return self.parser.read(raw)
         except Problem as problem:
-            shown = "" if self.secret else f", got {raw!r}"
+            shown = "" if self.secret else f", got {self.parser.shown(raw)}"
             raise InvalidValue(f"{self.variable} {problem}{shown}") from None
-
-
-def whole(low: int, high: int, unit: str = "") -> Parser:
-    def read(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise Problem(f"must be a whole number from {low} to {high}")
-        return value
-
-    return Parser(read, f"{low}-{high}{unit}")
-
-
-def duration(low: int, high: int) -> Parser:
-    """Whole seconds as a `timedelta`."""
-    seconds = whole(low, high, " s")
-    return Parser(lambda raw: timedelta(seconds=seconds.read(raw)), seconds.allowed)
-
-
-def number(low: float, high: float, unit: str = "") -> Parser:
-    def read(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not low <= value <= high:  # `not <=` also refuses NaN
-            raise Problem(f"must be a number from {low:g} to {high:g}")
-        return value
-
-    return Parser(read, f"{low:g}-{high:g}{unit}")
-
-
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
-
-
-def _flag(raw: str) -> bool:
-    if raw.lower() not in _TRUE | _FALSE:
-        raise Problem("must be true or false (1/0, yes/no, on/off)")
-    return raw.lower() in _TRUE
-
-
-FLAG: Final = Parser(_flag, "true/false")
-
-
-def one_of(*choices: str, upper: bool = False) -> Parser:
-    def read(raw: str) -> str:
-        if raw.lower() not in choices:
-            raise Problem(f"must be one of {', '.join(choices)}")
-        return raw.upper() if upper else raw.lower()
-
-    return Parser(read, " / ".join(choices))
-
-
-def _check_url(raw: str, schemes: tuple[str, ...]) -> str:
-    try:
-        parts = urlsplit(raw)
-        _ = parts.port  # a port that is not a number, or out of range, raises here
-    except ValueError:
-        raise Problem("is not a URL") from None
-    scheme = parts.scheme.lower()
-    if scheme not in schemes and scheme.split("+")[0] not in schemes:
-        raise Problem(f"must be a URL starting {' or '.join(s + ':' for s in schemes)}")
-    if scheme in ("http", "https", "redis", "rediss") and not parts.hostname:
-        raise Problem("must name a host")
-    return raw
-
-
-def url(*schemes: str, shown: str = "") -> Parser:
-    """A URL whose scheme is one of `schemes` (a `+driver` suffix allowed)."""
-    allowed = shown or ", ".join(s + "://" for s in schemes)
-    return Parser(lambda raw: _check_url(raw, schemes), allowed)
-
-
-def _urls(raw: str) -> tuple[str, ...]:
-    found = tuple(part.strip() for part in raw.split(",") if part.strip())
-    for one in found:
-        _check_url(one, ("http", "https"))
-    return found
-
-
-# Comma-separated http(s) URLs; an error never quotes one (they often embed a token).
-URLS: Final = Parser(_urls, "comma-separated http(s) URLs")
-TEXT: Final = Parser(str, "text")
-FOLDER: Final = Parser(Path, "a folder")
-
-
-def name_text(max_chars: int) -> Parser:
-    def read(raw: str) -> str:
-        if len(raw) > max_chars or not raw.isprintable():
-            raise Problem(f"must be printable text of at most {max_chars} characters")
-        return raw
-
-    return Parser(read, f"text, at most {max_chars} characters")
-
-
-def secret_text(min_chars: int) -> Parser:
-    def read(raw: str) -> str:
-        if len(raw) < min_chars or not raw.isprintable():
-            raise Problem(f"must be printable text of at least {min_chars} characters")
-        return raw
-
-    return Parser(read, f"text, at least {min_chars} characters")
 
 
 def env(name: str, parser: Parser, *, secret: bool = False) -> dict[str, Env]:
@@ -191,24 +103,11 @@ class Settings:
 
     data_dir: Path = field(default=Path(DEFAULT_DATA_DIR), metadata=env("DATA_DIR", FOLDER))
     # Empty: a SQLite file / the SQLite broker in data_dir, the embedded default (from_env).
-    database_url: str = field(
-        default="",
-        metadata=env(
-            "DATABASE_URL", url("postgresql", "sqlite", shown="postgresql://, sqlite:///")
-        ),
-    )
-    broker_url: str = field(
-        default="",
-        metadata=env(
-            "BROKER_URL", url("redis", "rediss", "sqla", shown="redis://, rediss://, sqla+<db url>")
-        ),
-    )
+    database_url: str = field(default="", metadata=env("DATABASE_URL", DATABASE_URL))
+    broker_url: str = field(default="", metadata=env("BROKER_URL", BROKER_URL))
     # Redis for the cluster-wide leases and request budgets; None on the embedded default,
     # where one process runs everything and in-process equivalents suffice.
-    redis_url: str | None = field(
-        default=None,
-        metadata=env("REDIS_URL", url("redis", "rediss", "unix")),
-    )
+    redis_url: str | None = field(default=None, metadata=env("REDIS_URL", REDIS_URL))
     credential_keys: str | None = field(
         default=None,
         repr=False,
@@ -234,6 +133,8 @@ class Settings:
     # One webhook POST's budget; a delivery run sends many, all within the task time limit.
     webhook_timeout_s: int = field(default=10, metadata=env("WEBHOOK_TIMEOUT", whole(1, 60, " s")))
     metrics_port: int | None = field(default=None, metadata=env("METRICS_PORT", whole(0, 65535)))
+    # None: LOOPBACK on the embedded default, ALL_INTERFACES with a broker of its own.
+    metrics_addr: str | None = field(default=None, metadata=env("METRICS_ADDR", ADDRESS))
     # Where `syncworker api` listens: loopback unless told otherwise.
     api_host: str = field(default="127.0.0.1", metadata=env("API_HOST", name_text(253)))
     api_port: int = field(default=8000, metadata=env("API_PORT", whole(1, 65535)))
@@ -263,7 +164,10 @@ class Settings:
     )
     # How long a sync's lease lasts without renewal; renewed every third of it.
     lease_ttl_s: int = field(default=90, metadata=env("LEASE_TTL", whole(2, 3600, " s")))
-    worker_concurrency: int = field(default=64, metadata=env("CONCURRENCY", whole(1, 1000)))
+    # None: by pool, THREADS_CONCURRENCY threads or the CPU count (worker.signals).
+    worker_concurrency: int | None = field(
+        default=None, metadata=env("CONCURRENCY", whole(1, 1000))
+    )
     # Celery task events, for Flower and `celery events`: three messages per task (received,
     # started, succeeded) that cost the worker 0.6-0.9 ms of CPU, a third of a no-op task
     # (benchmarks/throughput.py). Off by default, as in Celery: Flower turns them on in the
@@ -284,6 +188,11 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.broker_url.startswith("sqla+")
+
+    @property
+    def metrics_bind_address(self) -> str:
+        """Where the metrics endpoint listens."""
+        return self.metrics_addr or (LOOPBACK if self.embedded else ALL_INTERFACES)
 
     @property
     def lease_ttl_real(self) -> timedelta:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from models.errors import InvalidValue
 from worker.errors import DeliveryFailed, SignatureError
 from worker.events import Event, Sink
 from worker.settings import Settings
@@ -49,6 +51,13 @@ USER_AGENT: Final = "syncworker-webhooks/1"
 # Five minutes, as Stripe: wide enough for clock skew and a slow receiver, narrow enough
 # that a captured request cannot be replayed later.
 DEFAULT_TOLERANCE_S: Final = 300
+# A real header is about 90 characters, a few more during a secret rotation; a longer one is
+# not ours, and is refused before any work.
+MAX_HEADER_CHARS: Final = 1024
+# Unix seconds have 10 digits until the year 2286; more is not a time (and would overflow).
+MAX_TIMESTAMP_DIGITS: Final = 12
+# A v1 signature: the hex of an HMAC-SHA256.
+_HEX_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 # Connecting should take a fraction of the whole budget; a receiver that cannot accept a
 # connection in 3 s will not accept the body either.
 CONNECT_TIMEOUT_S: Final = 3.0
@@ -67,12 +76,12 @@ def encode(event: Event) -> bytes:
 
 def sign(secret: str, body: bytes, *, timestamp: int) -> str:
     """The `Syncworker-Signature` header value for `body` sent at `timestamp`."""
-    return f"t={timestamp},{SIGNATURE_SCHEME}={_digest(secret, timestamp, body)}"
+    return f"t={timestamp},{SIGNATURE_SCHEME}={_digest(_key(secret), timestamp, body)}"
 
 
 def verify_signature(
     secret: str,
-    header: str | None,
+    header: str | bytes | None,
     body: bytes,
     *,
     now: datetime,
@@ -81,34 +90,58 @@ def verify_signature(
     """Check a delivery's signature header against its raw body; raise SignatureError if off.
 
     The timestamp must be within `tolerance_s` of `now` either way, which stops replays.
+    Whatever the header holds, the answer is SignatureError (fail closed); an empty secret
+    is a configuration error (InvalidValue), never a key anyone could sign with.
     """
+    key = _key(secret)
+    if not isinstance(body, bytes | bytearray):
+        raise SignatureError("the body to verify must be the raw bytes received")
     timestamp, signatures = _parse(header)
     if abs(now.timestamp() - timestamp) > tolerance_s:
         raise SignatureError(f"signature timestamp {timestamp} is outside the tolerance")
-    expected = _digest(secret, timestamp, body)
+    expected = _digest(key, timestamp, bytes(body))
     if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
         raise SignatureError("no signature matches the body")
 
 
-def _digest(secret: str, timestamp: int, body: bytes) -> str:
+def _key(secret: str) -> bytes:
+    if not isinstance(secret, str) or not secret:
+        raise InvalidValue(
+            "the webhook signing secret is empty: configure SYNCWORKER_WEBHOOK_SECRET "
+            "(a signature made with an empty key proves nothing)"
+        )
+    return secret.encode()
+
+
+def _digest(key: bytes, timestamp: int, body: bytes) -> str:
     signed = f"{timestamp}.".encode() + body
-    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.new(key, signed, hashlib.sha256).hexdigest()
 
 
-def _parse(header: str | None) -> tuple[int, list[str]]:
+def _parse(header: object) -> tuple[int, list[str]]:
+    """The timestamp and the well-formed v1 signatures; SignatureError for anything else."""
+    if isinstance(header, bytes):
+        header = header.decode("ascii", "replace")
     if not header:
         raise SignatureError(f"the {SIGNATURE_HEADER} header is missing")
+    if not isinstance(header, str) or len(header) > MAX_HEADER_CHARS:
+        raise SignatureError(f"the {SIGNATURE_HEADER} header is malformed")
     timestamp: int | None = None
     signatures: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and _is_unix_time(value):
             timestamp = int(value)
-        elif key == SIGNATURE_SCHEME and value:
+        elif key == SIGNATURE_SCHEME and _HEX_DIGEST.fullmatch(value):
             signatures.append(value)
     if timestamp is None or not signatures:
         raise SignatureError(f"the {SIGNATURE_HEADER} header has no timestamp or no signature")
     return timestamp, signatures
+
+
+def _is_unix_time(text: str) -> bool:
+    """ASCII digits only (int() also takes "+1", "1_0" and other scripts' digits), bounded."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_TIMESTAMP_DIGITS
 
 
 def fingerprint(url: str) -> str:

@@ -330,7 +330,7 @@ def test_qa_and_invalid_credentials_are_logged_as_warnings_other_changes_as_info
     deliver_due(sessions, [], now=clock.now)
 
     # then each change is one log line, the two that need someone at WARNING
-    levels = {line["toStatus"]: line["level"] for line in status_lines(json_logs())}
+    levels = {line["to_status"]: line["level"] for line in status_lines(json_logs())}
     assert levels == {
         "active": "info",
         "quality_assurance": "warning",
@@ -338,6 +338,28 @@ def test_qa_and_invalid_credentials_are_logged_as_warnings_other_changes_as_info
     }
     with sessions() as session:
         assert session.scalars(select(OutboxEvent.delivered_at)).all() == [clock.now()] * 3
+
+
+def test_the_status_change_log_line_has_snake_case_keys_and_the_webhook_keeps_camel_case(
+    sessions: Sessions,
+    make_integration: IntegrationFactory,
+    clock: ManualClock,
+    *,
+    receiver: FakeReceiver,
+    sink_to: Callable[[str], WebhookSink],
+    json_logs: LogLines,
+) -> None:
+    integration = make_integration()
+
+    deliver_due(sessions, [sink_to(receiver.hook_url)], now=clock.now)
+
+    [line] = status_lines(json_logs())
+    assert [key for key in line if key != key.lower()] == []
+    assert (line["integration_id"], line["to_status"]) == (str(integration.id), "active")
+    assert line["from_status"] is None and line["environment_id"] == integration.environment_id
+    [delivery] = receiver.deliveries
+    assert delivery.json()["data"]["integrationId"] == str(integration.id)
+    assert delivery.json()["data"]["toStatus"] == "active"
 
 
 # -- concurrency and wiring -------------------------------------------------------------------

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 import fakeredis
 import pytest
+import structlog
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +25,7 @@ from models.clock import ManualClock
 from models.schema import SyncRun
 from models.sync_runs import RunStart, start_run
 from tests.conftest import IntegrationFactory, redis_url
+from worker import redis_keys
 from worker.budget import Budget, LocalBudget, RedisBudget
 from worker.lease import Leases, LeaseStore, LocalLeaseStore, RedisLeaseStore
 
@@ -249,6 +251,64 @@ def test_renew_all_leaves_released_and_finished_runs_alone(
     assert leases.renew_all() == 1
 
     assert {run_id: lease_expiry(sessions, run_id) for run_id in ids.values()} == expiry
+
+
+class FinishingDuringRenewal:
+    """A lease store whose renewal of one lease races with that sync finishing.
+
+    The renewer copies the held leases, then renews each; this store lets the sync release
+    its lease between the two, as a sync finishing at that moment does.
+    """
+
+    def __init__(self, store: LeaseStore) -> None:
+        self.store = store
+        self.leases: Leases | None = None
+        self.finish: dict[str, str] = {}
+
+    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool:
+        return self.store.acquire(integration_id, token, ttl_ms)
+
+    def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool:
+        if integration_id in self.finish and self.leases is not None:
+            self.leases.release(integration_id, self.finish.pop(integration_id))
+        return self.store.renew(integration_id, token, ttl_ms)
+
+    def release(self, integration_id: str, token: str) -> None:
+        self.store.release(integration_id, token)
+
+
+def test_a_sync_finishing_during_a_renewal_is_not_reported_as_a_lost_lease(
+    lease_backend: LeaseBackend, sessions: Sessions, clock: ManualClock
+) -> None:
+    # given two held leases: one whose sync finishes while the renewer works, and one whose
+    # key really vanished (expired during a long pause)
+    store = FinishingDuringRenewal(lease_backend.connect())
+    leases = Leases(
+        store, sessions, ttl=timedelta(milliseconds=LONG_TTL_MS), app_ttl=APP_TTL, now=clock.now
+    )
+    store.leases = leases
+    finished, vanished = "int-finished", "int-vanished"
+    token = leases.acquire(finished)
+    assert token is not None and leases.acquire(vanished) is not None
+    store.finish[finished] = token
+    force_expire(lease_backend.connect(), vanished)
+
+    # when the renewer runs
+    with structlog.testing.capture_logs() as logs:
+        leases.renew_all()
+    leases.close()
+
+    # then only the real loss is reported
+    lost = [entry["integration_id"] for entry in logs if entry["event"] == "lease.lost"]
+    assert lost == [vanished]
+
+
+def force_expire(store: LeaseStore, integration_id: str) -> None:
+    """Make a lease vanish under its holder, as an expiry during a long pause does."""
+    if isinstance(store, LocalLeaseStore):
+        store._leases.pop(integration_id, None)
+    elif isinstance(store, RedisLeaseStore):
+        store._redis.delete(redis_keys.lease(integration_id))
 
 
 # --- budgets -------------------------------------------------------------------------------

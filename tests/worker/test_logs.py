@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from celery.app import trace as app_trace
 from celery.signals import task_postrun, task_prerun
 
 from scheduler.beat import SYNC_TASK
@@ -74,6 +75,24 @@ def test_the_task_context_is_on_every_line_structlog_or_stdlib(
     assert traced["logger"] == "celery.app.trace"
     assert traced["event"] == "Task task-1 succeeded"
     assert "task_id" not in idle
+
+
+def test_celerys_received_line_names_its_task_though_no_task_runs_yet(
+    json_logs: LogLines,
+) -> None:
+    # given the consumer's thread, where no task context is bound (another task's lingers)
+    structlog.contextvars.bind_contextvars(task_id="previous-task")
+
+    # when Celery logs a message's arrival the way celery.worker.strategy does
+    context = {"id": "task-9", "name": SYNC_TASK, "args": "('i-1',)", "kwargs": "{}", "eta": None}
+    logging.getLogger("celery.worker.strategy").info(
+        app_trace.LOG_RECEIVED, context, extra={"data": context}
+    )
+
+    # then the line carries that task's id and name as keys
+    [received] = json_logs()
+    assert received["event"] == f"Task {SYNC_TASK}[task-9] received"
+    assert (received["task_id"], received["task"]) == ("task-9", SYNC_TASK)
 
 
 def test_stdlib_logging_goes_through_the_same_redaction(json_logs: LogLines) -> None:

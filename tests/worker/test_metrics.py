@@ -5,6 +5,7 @@ the broker when scraped, and served as text over HTTP.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -259,6 +260,66 @@ def test_the_worker_serves_metrics_from_ready_to_shutdown(
         runtime_of(app).close()
     with pytest.raises(httpx.ConnectError):
         httpx.get(url)
+
+
+@pytest.mark.parametrize(
+    ("address", "reachable", "unreachable"),
+    [(None, "127.0.0.1", None), ("127.0.0.2", "127.0.0.2", "127.0.0.1")],
+)
+def test_the_worker_serves_metrics_on_the_configured_address_loopback_by_default(
+    json_logs: LogLines,
+    tmp_path: Path,
+    address: str | None,
+    reachable: str,
+    unreachable: str | None,
+) -> None:
+    # given the embedded default, with or without SYNCWORKER_METRICS_ADDR
+    environ = {"SYNCWORKER_DATA_DIR": str(tmp_path), "SYNCWORKER_METRICS_PORT": "0"}
+    if address is not None:
+        environ["SYNCWORKER_METRICS_ADDR"] = address
+    app = create_app(Settings.from_env(environ))
+    worker = Consumer(app)
+
+    # when its worker is ready
+    worker_ready.send(sender=worker)
+    try:
+        [serving] = [line for line in json_logs() if line["event"] == "metrics.serving"]
+
+        # then the endpoint listens there, and only there
+        assert serving["addr"] == reachable
+        assert httpx.get(f"http://{reachable}:{serving['port']}/metrics").status_code == 200
+        if unreachable is not None:
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://{unreachable}:{serving['port']}/metrics")
+    finally:
+        worker_shutdown.send(sender=worker)
+        runtime_of(app).close()
+
+
+def test_a_deployment_serves_metrics_on_every_interface_unless_told() -> None:
+    deployment = {"SYNCWORKER_BROKER_URL": "redis://redis:6379/0"}
+
+    assert Settings.from_env(deployment).metrics_bind_address == "0.0.0.0"  # noqa: S104
+    told = {**deployment, "SYNCWORKER_METRICS_ADDR": "10.0.0.5"}
+    assert Settings.from_env(told).metrics_bind_address == "10.0.0.5"
+
+
+def test_a_taken_port_is_logged_as_one_error_and_the_worker_carries_on(
+    json_logs: LogLines, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environ = {"SYNCWORKER_DATA_DIR": str(tmp_path), "SYNCWORKER_METRICS_PORT": str(port)}
+        app = create_app(Settings.from_env(environ))
+
+        worker_ready.send(sender=Consumer(app))
+
+    [failed] = [line for line in json_logs() if line["event"] == "metrics.unavailable"]
+    assert (failed["level"], failed["addr"], failed["port"]) == ("error", "127.0.0.1", port)
+    assert "exception" not in failed
+    runtime_of(app).close()
 
 
 def test_prefork_children_are_summed_in_multiprocess_mode(

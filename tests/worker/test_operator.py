@@ -301,3 +301,17 @@ def test_record_api_request_marks_the_integration_without_changing_status(
     dto = operator.get(integration_id, "dto")
     assert dto["lastApiRequestAt"] == clock.now().isoformat()
     assert dto["status"] == Status.ACTIVE
+
+
+def test_filters_the_connector_refuses_are_refused_before_anything_is_written(
+    operator: Operator, add: Add
+) -> None:
+    integration_id = add(filters=None)
+
+    with pytest.raises(InvalidValue, match="unknown objects"):
+        add(identifier="refused", filters={"objects": ["nope"]})
+    with pytest.raises(InvalidValue, match="unknown objects"):
+        operator.configure_filters(integration_id, {"objects": ["nope"]}, actor="alice")
+
+    assert [i["id"] for i in operator.list_integrations().items] == [integration_id]
+    assert operator.get(integration_id, "dto")["status"] == Status.SETUP

@@ -20,7 +20,7 @@ def db() -> None:
 def upgrade(cli: CliContext) -> None:
     """Apply every pending migration (run on each release)."""
     with failures():
-        engine = cli.runtime.engine
+        engine = cli.unchecked_runtime.engine
         before = migrate.current(engine)
         migrate.upgrade(engine)
         click.echo(f"database at revision {migrate.current(engine)} (was {before or 'empty'})")
@@ -31,7 +31,8 @@ def upgrade(cli: CliContext) -> None:
 @pass_context
 def current(cli: CliContext, as_json: bool) -> None:
     """Show the database's revision and the newest this code ships."""
-    revision, head = migrate.current(cli.runtime.engine), migrate.head()
+    with failures(as_json):
+        revision, head = migrate.current(cli.unchecked_runtime.engine), migrate.head()
     payload = {"current": revision, "head": head, "upToDate": revision == head}
     emit(payload, as_json=as_json, human=lambda: f"current {revision or 'empty'}, head {head}")
 

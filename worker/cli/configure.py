@@ -1,7 +1,9 @@
 """Commands that set an integration up: create, set-credentials, configure-filters.
 
 Secrets only ever arrive from a file or stdin, never as an argument (shell history
-keeps arguments), and no error quotes what a credentials or filters file holds.
+keeps arguments), and no error quotes what a credentials or filters file holds. Names,
+credentials and filters (by the provider's connector) are checked before anything is
+written.
 A change that asks for a sync makes the integration due at once, so the next beat
 tick dispatches it.
 """
@@ -9,14 +11,19 @@ tick dispatches it.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final, NoReturn
 
 import click
 
 from models.errors import InvalidValue
+from models.inputs import checked_actor
+from models.integrations import NewIntegration
 from models.status import EnvironmentKind, Provider, parse_enum
 from worker.cli.actions import ACTOR_HELP, JSON_HELP, report
 from worker.cli.context import CliContext, emit, failures, pass_context
+
+# Credentials and filters are a few fields; a bigger file is a wrong file.
+MAX_JSON_CHARS: Final = 1024 * 1024
 
 
 def read_json_object(source: str, *, what: str) -> dict[str, Any]:
@@ -35,12 +42,34 @@ def read_json_object(source: str, *, what: str) -> dict[str, Any]:
 
 
 def parse_json_object(text: str, *, what: str) -> dict[str, Any]:
-    """A JSON object; a syntax error is reported by position only, never by content."""
+    """A JSON object; a syntax error is reported by position only, never by content.
+
+    Strict JSON: NaN and Infinity (which Python's parser takes by default) are refused, and
+    so is nesting deep enough to exhaust the parser.
+    """
+    if len(text) > MAX_JSON_CHARS:
+        raise InvalidValue(f"{what} is larger than {MAX_JSON_CHARS // 1024} KiB")
+
+    def not_json(constant: str) -> NoReturn:
+        raise InvalidValue(f"{what} is not valid JSON ({constant} is not a JSON number)")
+
+    def finite(number: str) -> float:
+        value = float(number)
+        if value in (float("inf"), float("-inf")):
+            raise InvalidValue(f"{what} holds a number too large to read")
+        return value
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=not_json, parse_float=finite)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise InvalidValue(f"{what} is not valid JSON ({exc.msg} at {where})") from None
+    except RecursionError:
+        raise InvalidValue(f"{what} is nested too deeply to be read") from None
+    except InvalidValue:
+        raise
+    except ValueError:  # an integer too long to convert
+        raise InvalidValue(f"{what} holds a number too large to read") from None
     if not isinstance(value, dict):
         raise InvalidValue(f"{what} must hold a JSON object, not {type(value).__name__}")
     return value
@@ -98,8 +127,14 @@ def create(
         credentials = None
         if credentials_file is not None:
             credentials = read_json_object(credentials_file, what="credentials")
-        if credentials is not None:  # refuse bad credentials before creating anything
-            cli.runtime.connector(kind).validate_credentials(credentials)
+        # Refuse bad input before creating anything (a missing environment is made first).
+        connector = cli.runtime.connector(kind)
+        if credentials is not None:
+            connector.validate_credentials(credentials)
+        if filters is not None:
+            filters = connector.validate_filters(filters)
+        NewIntegration(environment_id, name, identifier, kind.value, filters=filters)
+        checked_actor(actor)
         cli.operator.ensure_environment(
             environment_id, organization_id=organization, kind=environment_kind
         )

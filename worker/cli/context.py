@@ -1,7 +1,8 @@
 """What every command shares: the lazily built runtime, human or JSON output, failures.
 
-A domain error becomes a one-line reason on stderr (or `{ok: false, message}` with
---json) and exit code 1.
+A domain error, and a database, Redis or broker that fails, becomes a one-line reason on
+stderr (or `{ok: false, message}` with --json) and exit code 1; the transaction it
+interrupted is rolled back, so nothing changed.
 """
 
 from __future__ import annotations
@@ -11,17 +12,23 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any
+from typing import Any, Final, NoReturn
 
 import click
 from celery import Celery
 
+from models import migrate
 from models.errors import SyncWorkerError
 from worker.app import create_app
 from worker.operator import Operator
+from worker.outages import OUTAGES, reported, unavailable
 from worker.queues import queue_depths
 from worker.runtime import Runtime, publisher_of
 from worker.settings import Settings
+
+# A command does one thing at a time (a --watch refresh, one inline sync): a few pooled
+# connections are plenty.
+CLI_SLOTS: Final = 4
 
 
 class CliContext:
@@ -29,14 +36,31 @@ class CliContext:
 
     def __init__(self, settings_factory: Callable[[], Settings] = Settings.from_env) -> None:
         self._settings_factory = settings_factory
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = self._settings_factory()
+        return self._settings
+
+    @property
+    def settings_read(self) -> Settings | None:
+        """The settings, if a command got as far as reading them."""
+        return self._settings
 
     @cached_property
-    def settings(self) -> Settings:
-        return self._settings_factory()
+    def unchecked_runtime(self) -> Runtime:
+        """The runtime, on whatever schema the database has (`db upgrade`, `db current`)."""
+        return Runtime.from_settings(self.settings, slots=CLI_SLOTS)
 
     @cached_property
     def runtime(self) -> Runtime:
-        return Runtime.from_settings(self.settings)
+        """The runtime, on a database at this code's schema (else SchemaOutdated)."""
+        runtime = self.unchecked_runtime
+        with reported(self.settings):
+            migrate.require_current(runtime.engine)
+        return runtime
 
     @cached_property
     def app(self) -> Celery:
@@ -56,8 +80,8 @@ class CliContext:
     def close(self) -> None:
         if "app" in self.__dict__:
             self.app.close()
-        if "runtime" in self.__dict__:
-            self.runtime.close()
+        if "unchecked_runtime" in self.__dict__:
+            self.unchecked_runtime.close()
 
 
 pass_context = click.make_pass_decorator(CliContext, ensure=True)
@@ -73,15 +97,31 @@ def emit(payload: Any, *, as_json: bool, human: Callable[[], str] | None = None)
 
 @contextmanager
 def failures(as_json: bool = False) -> Iterator[None]:
-    """Turn a domain error into a one-line reason (or {ok: false}) and exit code 1."""
+    """Turn a domain error or an outage into a one-line reason (or {ok: false}) and exit 1."""
     try:
         yield
     except SyncWorkerError as exc:
-        if as_json:
-            click.echo(json.dumps({"ok": False, "message": str(exc)}))
-        else:
-            click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), as_json=as_json)
+    except OUTAGES as exc:
+        fail(str(unavailable(exc, _settings_of_command())), as_json=as_json)
+    except OSError as exc:  # a data folder or file that cannot be made or read
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"{exc.strerror or exc}{where}", as_json=as_json)
+
+
+def fail(message: str, *, as_json: bool) -> NoReturn:
+    """Print the one-line reason (or {ok: false, message}) and exit 1."""
+    if as_json:
+        click.echo(json.dumps({"ok": False, "message": message}))
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _settings_of_command() -> Settings | None:
+    context = click.get_current_context(silent=True)
+    cli = context.find_object(CliContext) if context is not None else None
+    return cli.settings_read if cli is not None else None
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -11,31 +11,41 @@ from celery.beat import EmbeddedService
 
 from models import migrate
 from worker.app import create_app
-from worker.cli.context import CliContext, pass_context
+from worker.cli.context import CliContext, failures, pass_context
 from worker.demo import run_tour
+from worker.outages import database_address
 from worker.runtime import Runtime
+from worker.settings import THREADS_CONCURRENCY
 
 log = structlog.get_logger(__name__)
 
 
 def run_worker_and_beat(app: Any, runtime: Runtime, *, concurrency: int, loglevel: str) -> None:
-    """Start beat in a thread and a threads-pool worker on every queue, until interrupted."""
-    beat = EmbeddedService(app, thread=True)
-    beat.start()
+    """Start a threads-pool worker on every queue and beat in a thread, until interrupted.
+
+    The worker is made first: its start-up checks end the process before beat sends anything.
+    """
     queues = [q.name for q in app.conf.task_queues]
-    worker = app.Worker(
-        pool="threads", concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True
-    )
+    beat = EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)
     try:
-        worker.start()
+        worker = app.Worker(
+            pool="threads", concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True
+        )
+        beat.start()
+        try:
+            worker.start()
+        finally:
+            beat.stop()
     finally:
-        beat.stop()
         runtime.close()
 
 
 @click.command()
 @click.option(
-    "--concurrency", "-c", type=int, help="Sync threads (default SYNCWORKER_CONCURRENCY)."
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 1000),
+    help=f"Sync threads (default SYNCWORKER_CONCURRENCY, else {THREADS_CONCURRENCY}).",
 )
 @pass_context
 def run(cli: CliContext, concurrency: int | None) -> None:
@@ -45,21 +55,16 @@ def run(cli: CliContext, concurrency: int | None) -> None:
     broker under ./.syncworker, migrated on start. In production run `celery -A worker
     worker` and `celery -A worker beat` as separate processes instead (see the README).
     """
-    settings, runtime = cli.settings, cli.runtime
-    if settings.embedded:
-        migrate.upgrade(runtime.engine)
+    settings = cli.settings
+    threads = concurrency or settings.worker_concurrency or THREADS_CONCURRENCY
+    runtime = Runtime.from_settings(settings, slots=threads)
+    with failures():
+        if settings.embedded:
+            migrate.upgrade(runtime.engine)
     app = create_app(settings, runtime=runtime)
-    log.info(
-        "run.starting",
-        database=runtime.engine.url.render_as_string(hide_password=True),
-        embedded=settings.embedded,
-    )
-    run_worker_and_beat(
-        app,
-        runtime,
-        concurrency=concurrency or settings.worker_concurrency,
-        loglevel=settings.log_level,
-    )
+    database = database_address(settings.database_url)
+    log.info("run.starting", database=database, embedded=settings.embedded)
+    run_worker_and_beat(app, runtime, concurrency=threads, loglevel=settings.log_level)
 
 
 @click.command()

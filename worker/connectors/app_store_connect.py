@@ -88,6 +88,7 @@ class AppStoreConnectConnector(HttpConnector):
     """Syncs a vendor's daily App Store sales and subscription reports."""
 
     provider = Provider.APP_STORE_CONNECT
+    streams: ClassVar[tuple[str, ...]] = tuple(REPORTS)
     required_credentials: tuple[str, ...] = ("issuer_id", "key_id", "private_key", "vendor_number")
     default_base_url: ClassVar[str] = "https://api.appstoreconnect.apple.com"
 

@@ -13,27 +13,30 @@ stream. A `ProviderError` (a malformed answer, a rejected request) on one
 stream skips that stream with a warning while the others carry on, giving
 `succeeded_with_warnings`; if every stream fails that way the sync `failed`.
 Which streams a sync covers is the integration's choice: `filters["objects"]`
-(`select_streams`), all of the provider's by default.
+(`select_streams`), all of the provider's by default. `validate_filters` checks filters
+when they are set, so a key or stream the connector lacks is refused at the door rather
+than failing the first sync (which would send the integration to QA).
 """
 
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 import structlog
 
 from models.errors import InvalidCredentials
+from models.inputs import shown
 from models.status import Provider, SyncOutcome
 from models.sync_runs import SyncResult
 from worker.connectors.errors import (
     AuthFailed,
-    ConfigurationError,
     ConnectorError,
+    InvalidFilters,
     ProviderError,
     TransientError,
 )
@@ -82,6 +85,9 @@ class Connector(Protocol):
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
         """The credentials to store, or `InvalidCredentials` naming the field (never a value)."""
 
+    def validate_filters(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """The filters to store, or `InvalidFilters` naming the key or stream that is wrong."""
+
     def sync(self, ctx: SyncContext, sink: PageSink) -> SyncResult:
         """Fetch what changed since `ctx.cursors`, storing each page in `sink`."""
 
@@ -99,6 +105,9 @@ class HttpConnector(ABC):
     default_base_url: ClassVar[str] = ""
     # The most objects a list page may hold, and the default; 0 where the provider fixes it.
     max_page_size: ClassVar[int] = 0
+    # The streams `filters["objects"]` may name, and the filter keys the connector reads.
+    streams: ClassVar[tuple[str, ...]] = ()
+    filter_keys: ClassVar[frozenset[str]] = frozenset({"objects"})
 
     def __init__(
         self,
@@ -117,6 +126,10 @@ class HttpConnector(ABC):
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
         """The client for this provider; override to add an error-detail or rate-limit hook."""
         return ProviderClient(base_url, options=options)
+
+    def validate_filters(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """The filters to store: only `filter_keys`, `objects` naming some of `streams`."""
+        return checked_filters(filters, self.streams, keys=self.filter_keys, provider=self.provider)
 
     def close(self) -> None:
         self.client.close()
@@ -150,21 +163,53 @@ def select_streams(
 ) -> tuple[str, ...]:
     """The streams `filters["objects"]` names, in `streams`' order; all when it is absent.
 
-    `ConfigurationError` when it is not a non-empty list or names a stream the provider lacks.
+    `InvalidFilters` when it is not a non-empty list or names a stream the provider lacks.
     """
     chosen = filters.get("objects")
     if chosen is None:
         return tuple(streams)
     if not isinstance(chosen, list | tuple) or not chosen:
-        raise ConfigurationError(
+        raise InvalidFilters(
             f"{provider} filters: objects must be a non-empty list of some of {list(streams)}"
         )
     unknown = [name for name in chosen if name not in streams]
     if unknown:
-        raise ConfigurationError(
-            f"{provider} filters: unknown objects {unknown}; expected some of {list(streams)}"
+        raise InvalidFilters(
+            f"{provider} filters: unknown objects {_few(unknown)}; expected some of {list(streams)}"
         )
     return tuple(name for name in streams if name in chosen)
+
+
+def checked_filters(
+    filters: Mapping[str, Any],
+    streams: Sequence[str],
+    *,
+    keys: Collection[str],
+    provider: Provider,
+) -> dict[str, Any]:
+    """Filters that use only `keys` and whose `objects` name some of `streams`.
+
+    Raises `InvalidFilters` naming the first thing wrong.
+    """
+    if not isinstance(filters, Mapping):
+        raise InvalidFilters(f"{provider} filters must be a JSON object")
+    unknown = [key for key in filters if key not in keys]
+    if unknown:
+        raise InvalidFilters(
+            f"{provider} filters: unknown keys {_few(unknown)}; expected some of {sorted(keys)}"
+        )
+    select_streams(filters, streams, provider=provider)
+    return dict(filters)
+
+
+# How many unknown names an error lists (the rest are counted).
+SHOWN_NAMES: Final = 5
+
+
+def _few(names: Sequence[Any]) -> str:
+    listed = ", ".join(shown(name) for name in names[:SHOWN_NAMES])
+    more = len(names) - SHOWN_NAMES
+    return f"[{listed}]" + (f" and {more} more" if more > 0 else "")
 
 
 @dataclass

@@ -7,6 +7,7 @@ They are a branch of the project's one hierarchy (`worker.errors` draws all of i
         ├── AuthFailed              401/403, a revoked or wrong key        -> auth_failed
         ├── TransientError          timeouts, connection errors, 429, 5xx  -> retry, then failed
         ├── ConfigurationError      filters or configuration unusable      -> failed
+        │   └── InvalidFilters      filters naming what the connector lacks (an InvalidValue too)
         ├── ProviderError           an answer that retrying will not fix   -> failed
         │   ├── MalformedResponse   bad JSON, a missing key, a wrong type
         │   └── RequestRejected     any other 4xx (with the provider's error code)
@@ -22,7 +23,7 @@ echoes a masked key).
 
 from __future__ import annotations
 
-from models.errors import SyncWorkerError
+from models.errors import InvalidValue, SyncWorkerError
 
 
 class ConnectorError(SyncWorkerError):
@@ -43,6 +44,13 @@ class TransientError(ConnectorError):
 
 class ConfigurationError(ConnectorError):
     """Raised when an integration's filters or configuration cannot be used by its connector."""
+
+
+class InvalidFilters(ConfigurationError, InvalidValue):
+    """Raised when filters use a key or name a stream their provider's connector does not have.
+
+    Refused when the filters are set (bad input), and a sync on stored ones fails with it.
+    """
 
 
 class ProviderError(ConnectorError):

@@ -114,6 +114,7 @@ class GooglePlayConnector(HttpConnector):
     """Syncs a Google Play app's voided purchases and reviews."""
 
     provider = Provider.GOOGLE_PLAY_CONSOLE
+    streams: ClassVar[tuple[str, ...]] = tuple(STREAMS)
     required_credentials: tuple[str, ...] = ("service_account_json", "package_name")
     default_base_url: ClassVar[str] = "https://androidpublisher.googleapis.com"
     max_page_size: ClassVar[int] = max(stream.max_page for stream in STREAMS.values())

@@ -79,6 +79,7 @@ class PaddleConnector(HttpConnector):
     """Syncs a Paddle Billing account's transactions, subscriptions and customers."""
 
     provider = Provider.PADDLE
+    streams: ClassVar[tuple[str, ...]] = STREAMS
     required_credentials: tuple[str, ...] = ("api_key",)
     default_base_url: ClassVar[str] = "https://api.paddle.com"
 

@@ -76,6 +76,7 @@ class RevenueCatConnector(HttpConnector):
     """Syncs a RevenueCat project's customers, subscriptions and purchases."""
 
     provider = Provider.REVENUECAT
+    streams: ClassVar[tuple[str, ...]] = OBJECTS
     required_credentials: tuple[str, ...] = ("secret_key", "project_id")
     default_base_url: ClassVar[str] = "https://api.revenuecat.com"
     max_page_size: ClassVar[int] = MAX_PAGE_SIZE

@@ -92,6 +92,7 @@ class ShopifyConnector(HttpConnector):
     """Syncs a Shopify shop's orders, customers and products."""
 
     provider = Provider.SHOPIFY
+    streams: ClassVar[tuple[str, ...]] = STREAMS
     required_credentials: tuple[str, ...] = ("shop_domain", "access_token")
     max_page_size: ClassVar[int] = MAX_PAGE_SIZE
 

@@ -64,6 +64,7 @@ class StripeConnector(HttpConnector):
     """Syncs a Stripe account's customers, subscriptions, invoices and charges."""
 
     provider = Provider.STRIPE
+    streams: ClassVar[tuple[str, ...]] = STREAMS
     required_credentials: tuple[str, ...] = ("secret_key",)
     optional_credentials: ClassVar[tuple[str, ...]] = ("account_id",)
     default_base_url: ClassVar[str] = "https://api.stripe.com"

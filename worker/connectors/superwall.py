@@ -39,6 +39,7 @@ from worker.connectors.base import (
 from worker.connectors.errors import ConfigurationError
 from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient
 from worker.connectors.responses import error_fields, require
+from worker.connectors.webhooks import STREAM as WEBHOOK_STREAM
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,8 @@ class SuperwallConnector(HttpConnector):
     """Verifies a Superwall API key and warns when webhook data stops arriving."""
 
     provider = Provider.SUPERWALL
+    # Its data arrives by webhook, stored as one stream (worker.connectors.webhooks).
+    streams: ClassVar[tuple[str, ...]] = (WEBHOOK_STREAM,)
     required_credentials: tuple[str, ...] = ("api_key",)
     default_base_url: ClassVar[str] = "https://api.superwall.com"
 

@@ -4,7 +4,9 @@
     stored = ingest_webhook(sessions, integration_id, Provider.SUPERWALL, headers, body,
                             secret=secret, now=now)
 
-`accept_webhook` is pure (no I/O): it verifies and parses, or raises `WebhookRejected`.
+`accept_webhook` is pure (no I/O): it verifies and parses, or raises `WebhookRejected`
+(whatever the headers hold). An empty signing secret (`""`, or Svix's bare `whsec_`) is a
+`ConfigurationError`: it would accept a signature anyone can make.
 `ingest_webhook` then upserts the records into the integration's "events" stream, keyed by
 event id (a redelivery is stored once), and sets `Integration.data_last_received_at`, in
 one transaction. A rejected delivery stores nothing and changes nothing.
@@ -47,13 +49,18 @@ from models.errors import IntegrationNotFound
 from models.records import store_page
 from models.status import Provider
 from worker.connectors.base import Record
-from worker.connectors.errors import WebhookRejected
+from worker.connectors.errors import ConfigurationError, WebhookRejected
 
 log = structlog.get_logger(__name__)
 
 STREAM = "events"
 TOLERANCE = timedelta(minutes=5)  # the window Svix's own verification libraries allow
 SVIX_SECRET_PREFIX = "whsec_"  # noqa: S105 - the documented prefix of Svix secrets, not one
+# Svix ids are ~30 characters and a signature header holds a few 44-character entries; longer
+# headers are refused before any work. Unix seconds have 10 digits until 2286.
+MAX_ID_CHARS = 256
+MAX_SIGNATURES_CHARS = 4096
+MAX_TIMESTAMP_DIGITS = 12
 
 
 def accept_webhook(
@@ -64,7 +71,11 @@ def accept_webhook(
     if scheme is None:
         raise WebhookRejected(f"{provider} webhooks: not supported")
     verify, parse = scheme
-    verify({name.lower(): value for name, value in headers.items()}, body, secret, now)
+    if not isinstance(secret, str) or not secret:
+        raise ConfigurationError(f"{provider} webhooks: the signing secret is empty")
+    # Only text headers: a framework's list or bytes value is not a header these schemes send.
+    texts = {k.lower(): v for k, v in headers.items() if isinstance(k, str) and isinstance(v, str)}
+    verify(texts, body, secret, now)
     try:
         payload = json.loads(body)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError
@@ -116,17 +127,15 @@ def _verify_svix(headers: Mapping[str, str], body: bytes, secret: str, now: date
     signatures = headers.get("svix-signature") or headers.get("webhook-signature")
     if not (message_id and stamp and signatures):
         raise WebhookRejected(f"{where} svix-id, svix-timestamp and svix-signature are required")
-    try:
-        sent = datetime.fromtimestamp(int(stamp), tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        raise WebhookRejected(f"{where} svix-timestamp is not a Unix time") from None
+    if len(message_id) > MAX_ID_CHARS or len(signatures) > MAX_SIGNATURES_CHARS:
+        raise WebhookRejected(f"{where} svix-id or svix-signature is too long")
+    key = _svix_key(secret)
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= MAX_TIMESTAMP_DIGITS):
+        raise WebhookRejected(f"{where} svix-timestamp is not a Unix time")
+    sent = datetime.fromtimestamp(int(stamp), tz=UTC)
     if abs(ensure_utc(now) - sent) > TOLERANCE:
         minutes = int(TOLERANCE.total_seconds() // 60)
         raise WebhookRejected(f"{where} timestamp is more than {minutes} minutes off (a replay?)")
-    try:
-        key = base64.b64decode(secret.removeprefix(SVIX_SECRET_PREFIX), validate=True)
-    except (binascii.Error, ValueError):
-        raise WebhookRejected(f"{where} the signing secret is not whsec_<base64>") from None
     signed = f"{message_id}.{stamp}.".encode() + body
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
     for entry in signatures.split():
@@ -136,10 +145,23 @@ def _verify_svix(headers: Mapping[str, str], body: bytes, secret: str, now: date
     raise WebhookRejected(f"{where} signature does not match")
 
 
+def _svix_key(secret: str) -> bytes:
+    """The HMAC key in a `whsec_<base64>` secret; ConfigurationError if malformed or empty."""
+    try:
+        key = base64.b64decode(secret.removeprefix(SVIX_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(
+            "superwall webhooks: the signing secret is not whsec_<base64>"
+        ) from None
+    if not key:
+        raise ConfigurationError("superwall webhooks: the signing secret is empty")
+    return key
+
+
 def _verify_revenuecat(headers: Mapping[str, str], body: bytes, secret: str, now: datetime) -> None:
     """The configured `Authorization` header value, compared in constant time."""
     sent = headers.get("authorization", "")
-    if not secret or not hmac.compare_digest(sent.encode(), secret.encode()):
+    if not hmac.compare_digest(sent.encode(), secret.encode()):
         raise WebhookRejected("revenuecat webhooks: authorization header does not match")
 
 

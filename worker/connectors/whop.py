@@ -66,6 +66,7 @@ class WhopConnector(HttpConnector):
     """Syncs a Whop company's memberships and payments."""
 
     provider = Provider.WHOP
+    streams: ClassVar[tuple[str, ...]] = STREAMS
     required_credentials: tuple[str, ...] = ("api_key", "company_id")
     default_base_url: ClassVar[str] = "https://api.whop.com"
     max_page_size: ClassVar[int] = PAGE_SIZE

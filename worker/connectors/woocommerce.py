@@ -75,6 +75,7 @@ class WooCommerceConnector(HttpConnector):
     """Syncs a WooCommerce store's orders, products, subscriptions and customers."""
 
     provider = Provider.WOOCOMMERCE
+    streams: ClassVar[tuple[str, ...]] = STREAMS
     required_credentials: tuple[str, ...] = ("store_url", "consumer_key", "consumer_secret")
     max_page_size: ClassVar[int] = MAX_PAGE_SIZE
 

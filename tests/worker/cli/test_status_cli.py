@@ -182,13 +182,15 @@ def test_status_watch_redraws_until_interrupted(
 def test_status_of_a_database_without_schema_says_to_migrate(
     invoke: Invoke, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    cli_env["SYNCWORKER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
+    database = tmp_path / "missing" / "empty.db"
+    cli_env["SYNCWORKER_DATABASE_URL"] = f"sqlite:///{database}"
 
     result = invoke("status")
 
     assert one_line_error(result) == (
-        "error: the database has no schema yet: run `syncworker db upgrade`"
+        f"error: there is no database at sqlite:///{database} yet: run `syncworker db upgrade`"
     )
+    assert not database.parent.exists(), "a command that only reads creates nothing"
 
 
 # queue_depths, directly

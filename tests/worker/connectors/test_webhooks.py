@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -19,7 +22,7 @@ from models.errors import IntegrationNotFound
 from models.schema import Integration, SyncedRecord
 from models.status import Provider
 from tests.conftest import IntegrationFactory
-from worker.connectors.errors import WebhookRejected
+from worker.connectors.errors import ConfigurationError, WebhookRejected
 from worker.connectors.webhooks import accept_webhook, ingest_webhook
 
 RC_AUTH = "Bearer rc-webhook-7f1d2c9e4b"
@@ -283,3 +286,69 @@ def test_secrets_never_reach_a_message_or_a_log(
         except WebhookRejected as exc:
             messages.append(str(exc))
     assert messages and not [m for m in [*messages, caplog.text] if "rc-webhook" in m]
+
+
+# -- hostile headers and empty secrets --------------------------------------------------------
+
+
+def empty_key_headers(body: bytes, stamp: str, message_id: str = "msg_1") -> dict[str, str]:
+    """Svix headers signed with an empty key: a signature anyone can make."""
+    digest = hmac.new(b"", f"{message_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "svix-id": message_id,
+        "svix-timestamp": stamp,
+        "svix-signature": "v1," + base64.b64encode(digest).decode(),
+    }
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_", "whsec_===="])
+def test_a_superwall_signature_made_with_an_empty_secret_is_a_configuration_error(
+    clock: ManualClock, secret: str
+) -> None:
+    body = event("evt-forged:renewal")
+    headers = empty_key_headers(body, str(int(clock.now().timestamp())))
+
+    with pytest.raises(ConfigurationError, match="signing secret"):
+        accept_webhook(Provider.SUPERWALL, headers, body, secret=secret, now=clock.now())
+
+
+def test_revenuecat_with_an_empty_secret_is_a_configuration_error(clock: ManualClock) -> None:
+    body = revenuecat_event("e1")
+
+    with pytest.raises(ConfigurationError, match="signing secret is empty"):
+        accept_webhook(Provider.REVENUECAT, {"Authorization": ""}, body, secret="", now=clock.now())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"svix-timestamp": "9" * 400},
+        {"svix-timestamp": "9" * 5000},
+        {"svix-timestamp": "\u0661\u0667\u0665\u0664"},
+        {"svix-timestamp": "-1"},
+        {"svix-timestamp": "1_754_067_715"},
+        {"svix-signature": "v1,\u00e9\u00e9\u00e9"},
+        {"svix-signature": "v1," + "A" * 5000},
+        {"svix-id": "m" * 10_000},
+        {"svix-id": ["msg_1"]},
+        {"svix-signature": b"v1,abc"},
+    ],
+)
+def test_any_hostile_svix_header_is_a_rejection(clock: ManualClock, change: dict[str, Any]) -> None:
+    body = event("evt-hostile:renewal")
+    headers: dict[str, Any] = {**webhook(body, sent_at=clock.now()), **change}
+
+    with pytest.raises(WebhookRejected):
+        accept_webhook(Provider.SUPERWALL, headers, body, secret=WEBHOOK_SECRET, now=clock.now())
+
+
+@pytest.mark.parametrize("value", ["Bearer \u00e9\u00e9", b"Bearer x", ["Bearer x"], None])
+def test_any_hostile_revenuecat_header_is_a_rejection(clock: ManualClock, value: Any) -> None:
+    with pytest.raises(WebhookRejected):
+        accept_webhook(
+            Provider.REVENUECAT,
+            {"Authorization": value},
+            revenuecat_event("e1"),
+            secret=RC_AUTH,
+            now=clock.now(),
+        )
