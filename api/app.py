@@ -13,6 +13,7 @@ from celery import Celery
 from fastapi import FastAPI
 
 from api import errors, integrations
+from api.page import site as page
 from worker.app import create_app
 from worker.operator import Operator
 from worker.queues import queue_depths
@@ -37,6 +38,7 @@ def create_api(runtime: Runtime, operator: Operator) -> FastAPI:
     api.state.operator = operator
     errors.install(api)
     api.include_router(integrations.router)
+    page.mount(api, runtime, operator)
     return api
 
 

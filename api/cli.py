@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from api import demo
 from api.app import serve
 from models import migrate
 from models.api_keys import Role, create_key, list_keys, revoke_key
@@ -108,5 +109,6 @@ def revoke(cli: CliContext, key_id: str, as_json: bool) -> None:
 
 main.add_command(api)
 main.add_command(api_keys)
+main.add_command(demo.demo)  # the worker's demo, with the integrations page served beside it
 
 __all__ = ["main"]

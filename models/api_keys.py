@@ -113,6 +113,15 @@ def verify_key(session: Session, presented: str) -> Principal | None:
     return Principal(row.id, Role(row.role), row.workspace_id)
 
 
+def live_principal(session: Session, key_id: str) -> Principal | None:
+    """Who a key speaks for while it stays unrevoked, by its id alone (for a signed session
+    that remembers the key's id, never the key)."""
+    row = session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None:
+        return None
+    return Principal(row.id, Role(row.role), row.workspace_id)
+
+
 def revoke_key(session: Session, key_id: str, *, now: datetime) -> bool:
     """Revoke a key from now on; False when there is no such key or it was revoked already."""
     row = session.get(ApiKey, key_id, with_for_update=True)

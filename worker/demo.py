@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -38,6 +38,7 @@ from worker.demo_script import SCENARIOS, Delivery, Fakes, Step, start_fakes
 from worker.logs import configure_logging
 from worker.operator import Operator
 from worker.publish import CeleryPublisher
+from worker.queues import queue_depths
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -70,6 +71,10 @@ ARROW: Final = "->"
 WHY_WIDTH: Final = 90
 # Whether the tour has shown enough, given the statuses each scenario has moved to so far.
 Progress = Callable[[Mapping[str, Sequence[Status]]], bool]
+# Something to run beside the tour over its runtime and operator service, for as long as
+# the tour lasts (the API package serves the integrations page this way; the worker
+# package never imports it).
+Beside = Callable[[Runtime, Operator], AbstractContextManager[object]]
 PROVIDERS: Final[dict[str, Provider]] = {s.name: s.provider for s in SCENARIOS}
 
 
@@ -198,12 +203,18 @@ def seed(tour: Tour, accounts: dict[str, dict[str, str]]) -> None:
 
 
 def run_tour(
-    data_dir: Path, *, speed: float, hours: float, until: Progress | None = None
+    data_dir: Path,
+    *,
+    speed: float,
+    hours: float,
+    until: Progress | None = None,
+    beside: Beside | None = None,
 ) -> TourSummary:
     """Run the whole demo and print what happens; returns when the simulated time is up.
 
     `until` ends the tour sooner, once it holds for the statuses each scenario has reached
-    (a test stops as soon as the story is told, however slow its machine).
+    (a test stops as soon as the story is told, however slow its machine). `beside` is
+    entered once the runtime is up, before the cast is seeded, and left when the tour ends.
     """
     shutil.rmtree(data_dir, ignore_errors=True)
     # The tour prints status changes itself; only errors are worth a log line here.
@@ -219,8 +230,16 @@ def run_tour(
         # Opened before the story starts: generating their keys takes a moment.
         today = runtime.clock.now().date()
         accounts = {s.name: s.account(fakes, today) for s in SCENARIOS}
-        tour = Tour(runtime, Operator(runtime, publisher.sync_now), fakes, runtime.clock.now())
+        operator = Operator(
+            runtime,
+            publisher.sync_now,
+            queue_depths=lambda: queue_depths(app),
+            broker_url=str(app.conf.broker_url),
+        )
+        tour = Tour(runtime, operator, fakes, runtime.clock.now())
         _intro(speed, hours)
+        if beside is not None:
+            stack.enter_context(beside(runtime, operator))
         seed(tour, accounts)
         seen = _print_changes(tour, 0)
         # Before the worker starts: these come ahead of each integration's first sync.

@@ -216,3 +216,14 @@ def name_text(max_chars: int) -> Parser:
         return raw
 
     return Parser(read, f"text, at most {max_chars} characters")
+
+
+def secret_text(min_chars: int) -> Parser:
+    """A secret of at least `min_chars` printable characters (never quoted in an error)."""
+
+    def read(raw: str) -> str:
+        if len(raw) < min_chars or not raw.isprintable():
+            raise Problem(f"must be printable text of at least {min_chars} characters")
+        return raw
+
+    return Parser(read, f"text, at least {min_chars} characters")

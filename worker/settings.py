@@ -14,7 +14,8 @@ development credential key generated on first start.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ from worker.parsers import (
     name_text,
     number,
     one_of,
+    secret_text,
     url,
     whole,
 )
@@ -46,6 +48,10 @@ from worker.parsers import (
 PREFIX: Final = "SYNCWORKER_"
 DEFAULT_DATA_DIR: Final = ".syncworker"
 DEV_KEY_FILE: Final = "credentials.key"
+SESSION_KEY_FILE: Final = "session.key"
+# The page's cookies are signed with HMAC-SHA256: a secret below 32 characters (about 190
+# bits as base64) would be weaker than the hash it keys.
+MIN_SESSION_SECRET_CHARS: Final = 32
 # A sync interval below a minute would have the beat's 15 s tick dispatch an integration
 # again before its previous sync finished; above 30 days data is stale beyond use.
 MIN_INTERVAL_S: Final = 60
@@ -132,6 +138,12 @@ class Settings:
     # Where `syncworker api` listens: loopback unless told otherwise.
     api_host: str = field(default="127.0.0.1", metadata=env("API_HOST", name_text(253)))
     api_port: int = field(default=8000, metadata=env("API_PORT", whole(1, 65535)))
+    # Signs the integrations page's session cookies; generated in data_dir when embedded.
+    api_session_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=env("API_SESSION_SECRET", secret_text(MIN_SESSION_SECRET_CHARS), secret=True),
+    )
     # Demo only: the app clock runs this many times faster than the wall clock.
     clock_speed: float = 1.0
     # A task's hard time limit (the soft one is nine tenths of it); below the broker's
@@ -206,6 +218,22 @@ class Settings:
             )
         return Keyring.from_config(_development_key(self.data_dir))
 
+    def session_secret(self) -> str:
+        """The page's cookie-signing secret; on the embedded default, one kept in data_dir.
+
+        Raises InvalidValue when a deployment with its own broker has none: every process
+        serving the page must sign with the same secret, so it cannot be made up here.
+        """
+        if self.api_session_secret:
+            return self.api_session_secret
+        if not self.embedded:
+            raise InvalidValue(
+                f"{PREFIX}API_SESSION_SECRET is not set; a deployment with its own broker must "
+                "configure it to serve the integrations page (any random text of at least "
+                f"{MIN_SESSION_SECRET_CHARS} characters, e.g. `openssl rand -base64 48`)"
+            )
+        return _kept_secret(self.data_dir, SESSION_KEY_FILE, lambda: secrets.token_urlsafe(48))
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from `environ` (default: the process environment).
@@ -234,14 +262,22 @@ class Settings:
 
 def _development_key(data_dir: Path) -> str:
     """The embedded default's key: generated on first use, kept beside the SQLite files."""
-    key_file = data_dir / DEV_KEY_FILE
-    if not key_file.exists():
+    return _kept_secret(data_dir, DEV_KEY_FILE, lambda: f"dev:{Keyring.generate_key()}")
+
+
+def _kept_secret(data_dir: Path, name: str, generate: Callable[[], str]) -> str:
+    """A secret generated on first use and kept owner-only in `data_dir`."""
+    path = data_dir / name
+    if not path.exists():
         data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
-        # Created owner-only from the first byte, never readable by others even briefly.
-        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            # Created owner-only from the first byte, never readable by others even briefly.
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return path.read_text().strip()
         with os.fdopen(descriptor, "w") as handle:
-            handle.write(f"dev:{Keyring.generate_key()}\n")
-    return key_file.read_text().strip()
+            handle.write(f"{generate()}\n")
+    return path.read_text().strip()
 
 
 # Per-provider overrides, SYNCWORKER_<PROVIDER>_<SUFFIX>: the policy field each sets.

@@ -6,7 +6,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.api_keys import Principal, Role, create_key, list_keys, revoke_key, verify_key
+from models.api_keys import (
+    Principal,
+    Role,
+    create_key,
+    list_keys,
+    live_principal,
+    revoke_key,
+    verify_key,
+)
 from models.clock import ManualClock
 from models.errors import InvalidValue
 from models.integrations import ensure_environment
@@ -90,3 +98,19 @@ def test_a_key_must_name_its_workspace_exactly_when_it_is_a_workspace_key(
 ) -> None:
     with sessions() as session, pytest.raises(InvalidValue, match=message):
         create_key(session, role=role, workspace_id=workspace_id, now=clock.now())
+
+
+def test_a_key_id_names_its_principal_only_while_the_key_is_unrevoked(
+    sessions: Sessions, clock: ManualClock
+) -> None:
+    with sessions() as session, session.begin():
+        issued = create_key(session, role=Role.OPERATOR, now=clock.now())
+    key_id = issued.principal.key_id
+
+    with sessions() as session:
+        assert live_principal(session, key_id) == issued.principal
+        assert live_principal(session, "000000000000") is None
+    with sessions() as session, session.begin():
+        revoke_key(session, key_id, now=clock.now())
+    with sessions() as session:
+        assert live_principal(session, key_id) is None
