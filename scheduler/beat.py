@@ -21,6 +21,8 @@ ESCALATE_TASK: Final = "syncworker.sweep.auth_escalation"
 DEV_INACTIVITY_TASK: Final = "syncworker.sweep.dev_inactivity"
 REAP_TASK: Final = "syncworker.sweep.reap_abandoned"
 DELIVER_EVENTS_TASK: Final = "syncworker.events.deliver"
+LATENESS_TASK: Final = "syncworker.sweep.lateness"
+INCIDENTS_TASK: Final = "syncworker.sweep.incidents"
 
 # The queue for the scheduler's own short tasks (ticks, sweeps, event delivery), kept apart
 # from the provider queues so a backlog of syncs never delays a tick.
@@ -41,6 +43,10 @@ class Cadence:
     # Abandoned runs are found a minute after their lease lapses.
     reap: timedelta = timedelta(minutes=1)
     deliver_events: timedelta = timedelta(seconds=10)
+    # Lateness is measured in sync intervals (15 minutes at the least): a minute is prompt.
+    lateness: timedelta = timedelta(minutes=1)
+    # Incidents open within a minute of the failures that make one, and close as promptly.
+    incidents: timedelta = timedelta(minutes=1)
 
 
 def build_schedule(
@@ -58,6 +64,8 @@ def build_schedule(
     schedule["sweep-dev-inactivity"] = _entry(DEV_INACTIVITY_TASK, cadence.dev_inactivity)
     schedule["sweep-reap-abandoned"] = _entry(REAP_TASK, cadence.reap)
     schedule["deliver-events"] = _entry(DELIVER_EVENTS_TASK, cadence.deliver_events)
+    schedule["sweep-lateness"] = _entry(LATENESS_TASK, cadence.lateness)
+    schedule["sweep-incidents"] = _entry(INCIDENTS_TASK, cadence.incidents)
     return schedule
 
 

@@ -33,6 +33,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.notices import NOTIFY_EVENTS
 from models.schema import OutboxEvent
 from models.status import Status
 from worker.backoff import Backoff
@@ -96,7 +97,8 @@ class LogSink:
     name: Final = LOG_SINK_NAME
 
     def send(self, event: Event) -> None:
-        emit = log.warning if event.data.get("toStatus") in NOTIFY_STATUSES else log.info
+        notify = event.kind in NOTIFY_EVENTS or event.data.get("toStatus") in NOTIFY_STATUSES
+        emit = log.warning if notify else log.info
         fields = {snake_case(key): value for key, value in event.data.items()}
         emit(event.kind, event_id=str(event.id), **fields)
 

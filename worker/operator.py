@@ -35,6 +35,7 @@ from models import queries
 from models.changes import Change
 from models.db import as_uuid, lock_integration
 from models.errors import IntegrationNotFound, InvalidValue, SyncsPaused
+from models.health import Lateness, LatenessRule, interval_of, lateness_of
 from models.schema import Environment, Integration
 from models.serializers import (
     ActionResult,
@@ -119,9 +120,7 @@ class Operator:
         """One integration: seed 003's API view, or the full DTO of seed 001."""
         with self._runtime.sessions() as session:
             integration = self._find(session, integration_id)
-            return (
-                integration_dto(integration) if view == "dto" else integration_api_view(integration)
-            )
+            return self._view(integration, view)
 
     def states(self, integration_id: str) -> IntegrationStates:
         """How syncing stands (seed 002's states endpoint): statuses and the last sync."""
@@ -166,8 +165,29 @@ class Operator:
         with self._runtime.sessions() as session:
             page = queries.list_integrations(session, query, after=after, limit=limit)
             if view == "dto":
-                return queries.Page([integration_dto(i) for i in page.items], page.next_cursor)
-            return queries.Page([integration_api_view(i) for i in page.items], page.next_cursor)
+                dtos = [integration_dto(i, lateness=self.lateness(i)) for i in page.items]
+                return queries.Page(dtos, page.next_cursor)
+            views = [integration_api_view(i, lateness=self.lateness(i)) for i in page.items]
+            return queries.Page(views, page.next_cursor)
+
+    @property
+    def lateness_rule(self) -> LatenessRule:
+        """When an integration counts as late, and overdue (SPEC §11)."""
+        return self._runtime.settings.lateness_rule()
+
+    def lateness(self, integration: Integration) -> Lateness:
+        """The integration's health flag now (SPEC §11), from its interval and the clock."""
+        settings = self._runtime.settings
+        interval = interval_of(integration, settings.intervals())
+        return lateness_of(
+            integration, interval, now=self._runtime.clock.now(), rule=settings.lateness_rule()
+        )
+
+    def _view(self, integration: Integration, view: View) -> IntegrationApiView | IntegrationDto:
+        lateness = self.lateness(integration)
+        if view == "dto":
+            return integration_dto(integration, lateness=lateness)
+        return integration_api_view(integration, lateness=lateness)
 
     def history(self, integration_id: str, *, limit: int = HISTORY_LIMIT) -> list[StatusChangeDto]:
         """The integration's status changes, newest first."""

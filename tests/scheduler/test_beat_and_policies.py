@@ -17,6 +17,8 @@ from scheduler.beat import (
     DEV_INACTIVITY_TASK,
     DISPATCH_TASK,
     ESCALATE_TASK,
+    INCIDENTS_TASK,
+    LATENESS_TASK,
     REAP_TASK,
     Cadence,
     build_schedule,
@@ -33,6 +35,8 @@ MAINTENANCE = {
     "sweep-dev-inactivity": DEV_INACTIVITY_TASK,
     "sweep-reap-abandoned": REAP_TASK,
     "deliver-events": DELIVER_TASK,
+    "sweep-lateness": LATENESS_TASK,
+    "sweep-incidents": INCIDENTS_TASK,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +14,7 @@ from api.page import views
 from api.page.render import code_spans
 from api.page.site import HEADERS
 from api.page.statuses import STATUS_TEXTS
+from models.clock import ManualClock
 from models.status import Status, SyncOutcome
 from scheduler.marks import mark
 from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
@@ -261,3 +263,21 @@ def test_the_overview_shows_each_sweeps_last_run_and_what_it_changed(
     ran = r"<td>auth_escalation</td><td><time[^>]*>0 s ago</time></td><td>changed 3</td>"
     assert re.search(ran, sweeps)
     assert "<td>dev_inactivity</td><td>never</td><td>-</td>" in sweeps
+
+
+def test_the_list_and_detail_show_lateness_beside_the_status(
+    signed_in: TestClient, api: Api, add_integration: AddIntegration, sync: Sync, clock: ManualClock
+) -> None:
+    integration = add_integration(name="Quiet Co")
+    sync(integration, SyncOutcome.SUCCEEDED)
+    clock.advance(timedelta(minutes=31))  # stripe syncs every 15 minutes: 2x is 30
+
+    listing = signed_in.get("/ui/").text
+    detail = signed_in.get(f"/ui/integrations/{integration}").text
+    api_view = api.client.get(f"/v1/integrations/{integration}", headers=api.headers("operator"))
+
+    assert 'class="lateness lateness-late">late</td>' in listing
+    assert '<dd class="lateness"><strong>late</strong>' in detail
+    assert "late after 2&times; the sync interval" in detail
+    assert api_view.json()["lateness"] == "late"
+    assert api_view.json()["status"] == "connected"

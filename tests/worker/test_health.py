@@ -1,0 +1,80 @@
+"""The health sweeps as the worker runs them (SPEC §11): events, marks and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import Engine, select
+
+from models.clock import ManualClock
+from models.credentials import Keyring
+from models.notices import LATE_EVENT
+from models.schema import OutboxEvent
+from scheduler.marks import marks
+from tests.conftest import IntegrationFactory
+from worker.health import LATENESS_SWEEP, run_lateness_sweep
+from worker.runtime import Runtime
+from worker.settings import Settings
+
+
+@pytest.fixture
+def runtime(engine: Engine, tmp_path: Path, clock: ManualClock) -> Iterator[Runtime]:
+    settings = Settings.from_env(
+        {
+            "SYNCWORKER_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+            "SYNCWORKER_DATA_DIR": str(tmp_path),
+            "SYNCWORKER_CREDENTIAL_KEYS": f"t:{Keyring.generate_key()}",
+            "SYNCWORKER_LATE_AFTER": "3",
+            "SYNCWORKER_OVERDUE_AFTER": "4",
+        }
+    )
+    runtime = Runtime(settings, clock)
+    yield runtime
+    runtime.close()
+
+
+def _gauge(provider: str, lateness: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "syncworker_integrations_lateness", {"provider": provider, "lateness": lateness}
+    )
+
+
+def test_the_lateness_sweep_uses_the_configured_thresholds_and_sets_the_metric(
+    runtime: Runtime, make_integration: IntegrationFactory, clock: ManualClock
+) -> None:
+    # given stripe (15-minute interval) with LATE_AFTER=3: late only past 45 minutes
+    make_integration(last_success_at=clock.now())
+    clock.advance(timedelta(minutes=45))
+
+    run_lateness_sweep(runtime)
+    assert _gauge("stripe", "late") == 0
+    assert _gauge("stripe", "on_time") == 1
+
+    clock.advance(timedelta(minutes=1))
+    report = run_lateness_sweep(runtime)
+
+    assert report.announced_late == 1
+    assert _gauge("stripe", "late") == 1
+    with runtime.sessions() as session:
+        kinds = list(
+            session.scalars(
+                select(OutboxEvent.kind).where(OutboxEvent.kind != "integration.status_changed")
+            )
+        )
+        assert marks(session)[LATENESS_SWEEP].at == clock.now()
+    assert kinds == [LATE_EVENT]
+
+
+def test_late_after_must_be_below_overdue_after(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="SYNCWORKER_LATE_AFTER"):
+        Settings.from_env(
+            {
+                "SYNCWORKER_DATA_DIR": str(tmp_path),
+                "SYNCWORKER_LATE_AFTER": "5",
+                "SYNCWORKER_OVERDUE_AFTER": "5",
+            }
+        )

@@ -1,0 +1,107 @@
+"""The health sweeps (SPEC §11) as the worker runs them: lateness and provider incidents.
+
+Each runs on the runtime's clock in one short transaction per step, records a
+scheduler mark for the overview and beat liveness, and updates its metrics:
+
+- `syncworker_integrations_lateness{provider,lateness}`: integrations judged by the
+  latest lateness sweep (`models.health`);
+- `syncworker_provider_incident_open{provider}`: 1 while the provider has an open
+  incident (`scheduler.incidents`).
+
+`register` defines the two beat tasks on a Celery app; they hold no rule themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import structlog
+from celery import Celery
+from prometheus_client import Gauge
+
+from models.health import Lateness, LatenessReport, sweep_lateness
+from models.incidents import open_incidents
+from models.status import Provider
+from scheduler.beat import INCIDENTS_TASK, LATENESS_TASK
+from scheduler.incidents import IncidentChange, covered_providers, evaluate
+from scheduler.marks import mark
+from worker.runtime import Runtime, runtime_of
+
+log = structlog.get_logger(__name__)
+
+LATENESS_SWEEP: Final = "sweep:lateness"
+INCIDENTS_SWEEP: Final = "sweep:incidents"
+
+LATENESS: Final = Gauge(
+    "syncworker_integrations_lateness",
+    "Integrations expected to have fresh data, by provider and lateness (latest sweep)",
+    ["provider", "lateness"],
+    multiprocess_mode="mostrecent",
+)
+INCIDENT_OPEN: Final = Gauge(
+    "syncworker_provider_incident_open",
+    "1 while the provider has an open incident, else 0",
+    ["provider"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def run_lateness_sweep(runtime: Runtime) -> LatenessReport:
+    """Judge every integration's lateness and announce the changes (SPEC §11)."""
+    settings = runtime.settings
+    rule = settings.lateness_rule()
+    intervals = settings.intervals()
+    grace = {provider: interval * rule.late_after for provider, interval in intervals.items()}
+    now = runtime.clock.now()
+    with runtime.sessions() as session, session.begin():
+        covered = covered_providers(session, now=now, grace=grace)
+        report = sweep_lateness(session, now=now, rule=rule, intervals=intervals, covered=covered)
+        mark(
+            session,
+            LATENESS_SWEEP,
+            now=now,
+            late=report.announced_late,
+            on_time=report.announced_on_time,
+        )
+    for provider in Provider:
+        for flag in Lateness:
+            LATENESS.labels(provider.value, flag.value).set(report.counts.get((provider, flag), 0))
+    if report.announced_late or report.announced_on_time:
+        log.info("lateness.swept", late=report.announced_late, on_time=report.announced_on_time)
+    return report
+
+
+def run_incident_sweep(runtime: Runtime) -> list[IncidentChange]:
+    """Open or close each provider's incident from its latest attempts (SPEC §11)."""
+    settings = runtime.settings
+    rule = settings.incident_rule()
+    changes: list[IncidentChange] = []
+    for provider, policy in settings.providers.items():
+        with runtime.sessions() as session, session.begin():
+            change = evaluate(
+                session, provider, now=runtime.clock.now(), rule=rule, interval=policy.interval
+            )
+        if change is not None:
+            changes.append(change)
+            event = "incident.opened" if change.opened else "incident.closed"
+            log.warning(event, provider=provider.value, incident_id=change.incident_id)
+    with runtime.sessions() as session, session.begin():
+        now = runtime.clock.now()
+        mark(session, INCIDENTS_SWEEP, now=now, changed=len(changes))
+        open_now = {incident.provider for incident in open_incidents(session)}
+    for provider in Provider:
+        INCIDENT_OPEN.labels(provider.value).set(1 if provider.value in open_now else 0)
+    return changes
+
+
+def register(app: Celery) -> None:
+    """Define the health sweeps on `app` under the names the beat schedule uses."""
+
+    @app.task(name=LATENESS_TASK, shared=False)
+    def sweep_lateness_task() -> dict[str, int]:
+        report = run_lateness_sweep(runtime_of(app))
+        return {"late": report.announced_late, "on_time": report.announced_on_time}
+
+    @app.task(name=INCIDENTS_TASK, shared=False)
+    def sweep_incidents_task() -> int:
+        return len(run_incident_sweep(runtime_of(app)))
