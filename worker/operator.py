@@ -36,6 +36,7 @@ from models.changes import Change
 from models.db import as_uuid, lock_integration
 from models.errors import IntegrationNotFound, InvalidValue, SyncsPaused
 from models.health import Lateness, LatenessRule, interval_of, lateness_of
+from models.incidents import IncidentDto, incident_dto, recent_incidents
 from models.schema import Environment, Integration
 from models.serializers import (
     ActionResult,
@@ -71,6 +72,7 @@ View = Literal["api", "dto"]
 # What `syncworker integrations show` and the API's detail read by default.
 HISTORY_LIMIT: Final = 20
 RUNS_LIMIT: Final = 10
+INCIDENTS_LIMIT: Final = 20
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,11 @@ class Operator:
                 return queries.Page(dtos, page.next_cursor)
             views = [integration_api_view(i, lateness=self.lateness(i)) for i in page.items]
             return queries.Page(views, page.next_cursor)
+
+    def incidents(self, *, limit: int = INCIDENTS_LIMIT) -> list[IncidentDto]:
+        """Provider incidents, newest first, open and closed (SPEC §11)."""
+        with self._runtime.sessions() as session:
+            return [incident_dto(i) for i in recent_incidents(session, limit=limit)]
 
     @property
     def lateness_rule(self) -> LatenessRule:

@@ -7,9 +7,23 @@ from typing import Any
 from fastapi import Request
 
 from api.page.guard import operator_of
+from models.serializers import IntegrationDto
 
 
-def health_context(request: Request) -> dict[str, Any]:
-    """The lateness thresholds, for the detail view's health section."""
-    rule = operator_of(request).lateness_rule
-    return {"late_after": f"{rule.late_after:g}", "overdue_after": f"{rule.overdue_after:g}"}
+def health_context(request: Request, integration: IntegrationDto) -> dict[str, Any]:
+    """The lateness thresholds and the provider's open incident, if any."""
+    operator = operator_of(request)
+    rule = operator.lateness_rule
+    incident = next(
+        (
+            i
+            for i in operator.incidents()
+            if i["open"] and i["provider"] == integration["providerId"]
+        ),
+        None,
+    )
+    return {
+        "late_after": f"{rule.late_after:g}",
+        "overdue_after": f"{rule.overdue_after:g}",
+        "incident": incident,
+    }

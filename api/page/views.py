@@ -105,7 +105,7 @@ def integration(
         refresh=refresh,
         history_limit=HISTORY_LIMIT,
         runs_limit=RUNS_LIMIT,
-        **health_context(request),
+        **health_context(request, dto),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,11 +13,13 @@ from sqlalchemy import Engine, select
 
 from models.clock import ManualClock
 from models.credentials import Keyring
-from models.notices import LATE_EVENT
-from models.schema import OutboxEvent
+from models.notices import INCIDENT_OPENED_EVENT, LATE_EVENT
+from models.schema import OutboxEvent, SyncRun
 from scheduler.marks import marks
 from tests.conftest import IntegrationFactory
-from worker.health import LATENESS_SWEEP, run_lateness_sweep
+from tests.worker.conftest import LogLines
+from worker.events import Event, LogSink
+from worker.health import INCIDENTS_SWEEP, LATENESS_SWEEP, run_incident_sweep, run_lateness_sweep
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -78,3 +81,39 @@ def test_late_after_must_be_below_overdue_after(tmp_path: Path) -> None:
                 "SYNCWORKER_OVERDUE_AFTER": "5",
             }
         )
+
+
+def test_the_incident_sweep_opens_an_incident_marks_its_run_and_sets_the_metric(
+    runtime: Runtime, make_integration: IntegrationFactory, clock: ManualClock
+) -> None:
+    with runtime.sessions() as session, session.begin():
+        for _ in range(10):
+            integration = make_integration(provider="paddle")
+            session.add(
+                SyncRun(
+                    integration_id=integration.id,
+                    started_at=clock.now(),
+                    finished_at=clock.now(),
+                    outcome="failed",
+                    error="gave up after retries: GET /x: ReadTimeout",
+                    failure_kind="timeout",
+                )
+            )
+
+    [change] = run_incident_sweep(runtime)
+
+    assert change.opened and change.provider.value == "paddle"
+    sample = REGISTRY.get_sample_value
+    assert sample("syncworker_provider_incident_open", {"provider": "paddle"}) == 1
+    assert sample("syncworker_provider_incident_open", {"provider": "stripe"}) == 0
+    with runtime.sessions() as session:
+        assert marks(session)[INCIDENTS_SWEEP].detail == {"changed": 1}
+
+
+def test_the_log_sink_writes_provider_incidents_at_warning(
+    json_logs: LogLines, clock: ManualClock
+) -> None:
+    LogSink().send(Event(uuid.uuid4(), INCIDENT_OPENED_EVENT, clock.now(), {"provider": "paddle"}))
+
+    [line] = [line for line in json_logs() if line.get("event") == INCIDENT_OPENED_EVENT]
+    assert line["level"] == "warning" and line["provider"] == "paddle"

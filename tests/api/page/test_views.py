@@ -15,6 +15,7 @@ from api.page.render import code_spans
 from api.page.site import HEADERS
 from api.page.statuses import STATUS_TEXTS
 from models.clock import ManualClock
+from models.schema import ProviderIncident
 from models.status import Status, SyncOutcome
 from scheduler.marks import mark
 from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
@@ -281,3 +282,35 @@ def test_the_list_and_detail_show_lateness_beside_the_status(
     assert "late after 2&times; the sync interval" in detail
     assert api_view.json()["lateness"] == "late"
     assert api_view.json()["status"] == "connected"
+
+
+def test_the_overview_and_the_detail_show_an_open_provider_incident(
+    signed_in: TestClient, api: Api, add_integration: AddIntegration, clock: ManualClock
+) -> None:
+    integration = add_integration(name="Covered Co")
+    now = clock.now()
+    with api.runtime.sessions() as session, session.begin():
+        session.add(
+            ProviderIncident(
+                provider="stripe",
+                kind="auth",
+                opened_at=now,
+                window_s=3600,
+                window_start=now - timedelta(hours=1),
+                integrations_seen=30,
+                integrations_failing=29,
+                peak_failing=29,
+                last_seen=30,
+                last_failing=29,
+                evaluated_at=now,
+                backoff=6.0,
+                clock_held_until=now,
+            )
+        )
+
+    overview = signed_in.get("/ui/overview").text
+    detail = signed_in.get(f"/ui/integrations/{integration}").text
+
+    assert 'class="incident-open"' in overview and "29 / 30 in 60 min" in overview
+    assert '<dd class="incident"><strong>open</strong>' in detail
+    assert "failing on auth for 29 of 30 integrations" in detail

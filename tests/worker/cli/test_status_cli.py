@@ -13,7 +13,7 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.schema import SyncRun
+from models.schema import ProviderIncident, SyncRun
 from scheduler.marks import mark
 from tests.conftest import IntegrationFactory, redis_url
 from tests.worker.cli.conftest import Invoke, as_json, one_line_error
@@ -267,3 +267,47 @@ def test_redis_depths_sum_every_priority_list_of_a_queue(tmp_path: Path) -> None
     finally:
         client.delete(queue, *(f"{queue}{REDIS_PRIORITY_SEP}{step}" for step in (3, 6, 9)))
         client.close()
+
+
+def test_status_shows_provider_incidents_open_and_closed(
+    invoke: Invoke, sessions: sessionmaker[Session]
+) -> None:
+    now = datetime.now(UTC)
+    with sessions() as session, session.begin():
+        for provider, opened, closed in (
+            ("stripe", 2, None),
+            ("paddle", 3, now - timedelta(hours=1)),
+        ):
+            session.add(
+                ProviderIncident(
+                    provider=provider,
+                    kind="auth",
+                    opened_at=now - timedelta(hours=opened),
+                    closed_at=closed,
+                    window_s=3600,
+                    window_start=now - timedelta(hours=4),
+                    integrations_seen=40,
+                    integrations_failing=38,
+                    peak_failing=40,
+                    last_seen=12,
+                    last_failing=12,
+                    evaluated_at=now,
+                    backoff=6.0,
+                    clock_held_until=now,
+                )
+            )
+
+    view = as_json(invoke("status", "--json"))
+    human = invoke("status").stdout
+
+    assert view["providers"]["stripe"]["incident"]["kind"] == "auth"
+    assert view["providers"]["paddle"]["incident"] is None
+    assert [(i["provider"], i["open"]) for i in view["incidents"]] == [
+        ("stripe", True),
+        ("paddle", False),
+    ]
+    stripe_row = next(
+        line for line in human.splitlines() if line.startswith("stripe ") and "OPEN" in line
+    )
+    assert "38/40" in stripe_row and "6x" in stripe_row
+    assert any(line.startswith("paddle ") and "closed" in line for line in human.splitlines())

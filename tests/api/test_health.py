@@ -1,0 +1,54 @@
+"""The health routes (SPEC §11): provider incidents for operator keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from models.clock import ManualClock
+from models.schema import ProviderIncident
+from tests.api.conftest import WORKSPACE, Api
+
+
+def _incident(api: Api, clock: ManualClock, *, closed: bool) -> None:
+    now = clock.now()
+    with api.runtime.sessions() as session, session.begin():
+        session.add(
+            ProviderIncident(
+                provider="stripe",
+                kind="timeout",
+                opened_at=now - timedelta(hours=2),
+                closed_at=now if closed else None,
+                window_s=3600,
+                window_start=now - timedelta(hours=3),
+                integrations_seen=20,
+                integrations_failing=15,
+                peak_failing=18,
+                last_seen=20,
+                last_failing=1,
+                evaluated_at=now,
+                backoff=6.0,
+                clock_held_until=now,
+            )
+        )
+
+
+def test_an_operator_key_lists_incidents_with_their_window_and_counts(
+    api: Api, clock: ManualClock
+) -> None:
+    _incident(api, clock, closed=True)
+
+    response = api.client.get("/v1/incidents", headers=api.headers("operator"))
+
+    assert response.status_code == 200
+    [incident] = response.json()
+    assert incident["provider"] == "stripe" and incident["open"] is False
+    assert (incident["integrationsSeen"], incident["integrationsFailing"]) == (20, 15)
+    assert incident["windowSeconds"] == 3600
+    assert incident["closedAt"] == clock.now().isoformat()
+
+
+def test_a_workspace_key_may_not_list_incidents(api: Api) -> None:
+    response = api.client.get("/v1/incidents", headers=api.headers(WORKSPACE))
+
+    assert response.status_code == 403
+    assert response.json()["ok"] is False
