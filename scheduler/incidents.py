@@ -10,7 +10,7 @@ stretches the provider's interval by meanwhile.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -84,7 +84,7 @@ def evaluate(
         kind, failing = seen.top()
         if kind is None or seen.seen < rule.min_integrations or failing < rule.share * seen.seen:
             return None
-        incident = _open(session, provider, kind.value, seen, now=now, rule=rule)
+        incident = _open(session, provider, kind.value, seen, now=now, rule=rule, interval=interval)
         return IncidentChange(provider, True, incident.id)
     _record(incident, seen, now=now)
     hold_auth_clocks(session, incident, now=now)
@@ -103,6 +103,7 @@ def _open(
     *,
     now: datetime,
     rule: IncidentRule,
+    interval: timedelta,
 ) -> ProviderIncident:
     failing = seen.top()[1]
     incident = ProviderIncident(
@@ -122,6 +123,7 @@ def _open(
     )
     session.add(incident)
     session.flush()
+    stretch_schedule(session, provider, now=now, span=interval * rule.backoff)
     add_event(session, INCIDENT_OPENED_EVENT, _payload(incident), now=now)
     return incident
 
@@ -167,26 +169,52 @@ def _close(
     add_event(session, INCIDENT_CLOSED_EVENT, _payload(incident), now=now)
 
 
+def stretch_schedule(
+    session: Session, provider: Provider, *, now: datetime, span: timedelta
+) -> int:
+    """On opening: spread the provider's next syncs over the backed-off interval.
+
+    Syncs already claimed at the normal interval would otherwise all still run (a whole
+    interval of requests to a provider that is down); spread evenly, they become the
+    incident's probes. A sync already scheduled later than its spot keeps its time.
+    """
+    stretched = 0
+    for integration in _syncing(session, provider):
+        spot = now + span * _fraction(integration)
+        if integration.next_sync_at is None or integration.next_sync_at < spot:
+            integration.next_sync_at = spot
+            stretched += 1
+    return stretched
+
+
 def reschedule_after_incident(
     session: Session, provider: Provider, *, now: datetime, interval: timedelta
 ) -> int:
-    """Bring integrations pushed out by the backoff back within one interval, spread evenly.
+    """On closing: bring syncs pushed out by the backoff back within one interval, spread.
 
     Spread by a hash of the id, so the recovered provider is not hit by every sync at once.
     """
-    pushed = session.scalars(
-        select(Integration)
-        .where(
-            Integration.provider == provider.value,
-            Integration.status.in_(SYNCING_VALUES),
-            Integration.next_sync_at > now + interval,
-        )
-        .with_for_update(skip_locked=True)
-    ).all()
-    for integration in pushed:
-        fraction = zlib.crc32(integration.id.bytes) / 2**32
-        integration.next_sync_at = now + interval * fraction
-    return len(pushed)
+    pulled = 0
+    for integration in _syncing(session, provider, later_than=now + interval):
+        integration.next_sync_at = now + interval * _fraction(integration)
+        pulled += 1
+    return pulled
+
+
+def _syncing(
+    session: Session, provider: Provider, *, later_than: datetime | None = None
+) -> Sequence[Integration]:
+    query = select(Integration).where(
+        Integration.provider == provider.value, Integration.status.in_(SYNCING_VALUES)
+    )
+    if later_than is not None:
+        query = query.where(Integration.next_sync_at > later_than)
+    return session.scalars(query.with_for_update(skip_locked=True)).all()
+
+
+def _fraction(integration: Integration) -> float:
+    """A stable spot in [0, 1) for the integration, from its id."""
+    return zlib.crc32(integration.id.bytes) / 2**32
 
 
 def _payload(incident: ProviderIncident) -> dict[str, object]:

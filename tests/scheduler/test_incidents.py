@@ -311,3 +311,15 @@ def test_dispatch_stretches_the_providers_interval_while_an_incident_is_open(
         )
         paddle = DEFAULT_POLICIES[Provider.PADDLE].interval
         assert session.get_one(Integration, other.id).next_sync_at == clock.now() + paddle
+
+
+def test_opening_spreads_the_providers_next_syncs_over_the_backed_off_interval(
+    sessions: Sessions, make_integration: IntegrationFactory, clock: ManualClock
+) -> None:
+    fleet = _open_auth_incident(sessions, make_integration, clock)
+
+    with sessions() as session:
+        due = [session.get_one(Integration, i).next_sync_at for i in fleet]
+    span = STRIPE.interval * RULE.backoff
+    assert all(clock.now() <= at < clock.now() + span for at in due)  # type: ignore[operator]
+    assert max(due) - min(due) > STRIPE.interval  # type: ignore[operator]

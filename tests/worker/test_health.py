@@ -18,7 +18,7 @@ from models.schema import OutboxEvent, SyncRun
 from scheduler.marks import marks
 from tests.conftest import IntegrationFactory
 from tests.worker.conftest import LogLines
-from worker.events import Event, LogSink
+from worker.events import Event, LogSink, notifies
 from worker.health import INCIDENTS_SWEEP, LATENESS_SWEEP, run_incident_sweep, run_lateness_sweep
 from worker.runtime import Runtime
 from worker.settings import Settings
@@ -117,3 +117,18 @@ def test_the_log_sink_writes_provider_incidents_at_warning(
 
     [line] = [line for line in json_logs() if line.get("event") == INCIDENT_OPENED_EVENT]
     assert line["level"] == "warning" and line["provider"] == "paddle"
+
+
+@pytest.mark.parametrize(
+    ("status", "told"),
+    [("active", True), ("sync_warnings", True), ("auth_failing", False), ("sync_failing", False)],
+)
+def test_a_late_event_notifies_only_where_the_status_looks_healthy(status: str, told: bool) -> None:
+    assert notifies(LATE_EVENT, {"status": status}) is told
+
+
+def test_incidents_and_the_statuses_a_team_acts_on_notify() -> None:
+    assert notifies(INCIDENT_OPENED_EVENT, {"provider": "stripe"})
+    assert notifies("integration.status_changed", {"toStatus": "credentials_invalid"})
+    assert not notifies("integration.status_changed", {"toStatus": "auth_failing"})
+    assert not notifies("integration.on_time", {"status": "active"})
