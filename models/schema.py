@@ -341,6 +341,11 @@ class SchedulerMark(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Beat liveness: runs recorded, runs that should have happened between two recorded
+    # ones and did not, and the cadence (in app-clock seconds) they were expected at.
+    runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    missed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    every_s: Mapped[float | None] = mapped_column(Float)
 
 
 class ProviderIncident(Base):

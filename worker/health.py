@@ -13,6 +13,7 @@ scheduler mark for the overview and beat liveness, and updates its metrics:
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Final
 
 import structlog
@@ -25,6 +26,7 @@ from models.status import Provider
 from scheduler.beat import INCIDENTS_TASK, LATENESS_TASK
 from scheduler.incidents import IncidentChange, covered_providers, evaluate
 from scheduler.marks import mark
+from worker.liveness import expected_every
 from worker.runtime import Runtime, runtime_of
 
 log = structlog.get_logger(__name__)
@@ -46,8 +48,11 @@ INCIDENT_OPEN: Final = Gauge(
 )
 
 
-def run_lateness_sweep(runtime: Runtime) -> LatenessReport:
-    """Judge every integration's lateness and announce the changes (SPEC §11)."""
+def run_lateness_sweep(runtime: Runtime, every: timedelta | None = None) -> LatenessReport:
+    """Judge every integration's lateness and announce the changes (SPEC §11).
+
+    `every` is how often the beat runs it, for its liveness mark.
+    """
     settings = runtime.settings
     rule = settings.lateness_rule()
     intervals = settings.intervals()
@@ -60,6 +65,7 @@ def run_lateness_sweep(runtime: Runtime) -> LatenessReport:
             session,
             LATENESS_SWEEP,
             now=now,
+            every=every,
             late=report.announced_late,
             on_time=report.announced_on_time,
         )
@@ -71,7 +77,7 @@ def run_lateness_sweep(runtime: Runtime) -> LatenessReport:
     return report
 
 
-def run_incident_sweep(runtime: Runtime) -> list[IncidentChange]:
+def run_incident_sweep(runtime: Runtime, every: timedelta | None = None) -> list[IncidentChange]:
     """Open or close each provider's incident from its latest attempts (SPEC §11)."""
     settings = runtime.settings
     rule = settings.incident_rule()
@@ -87,7 +93,7 @@ def run_incident_sweep(runtime: Runtime) -> list[IncidentChange]:
             log.warning(event, provider=provider.value, incident_id=change.incident_id)
     with runtime.sessions() as session, session.begin():
         now = runtime.clock.now()
-        mark(session, INCIDENTS_SWEEP, now=now, changed=len(changes))
+        mark(session, INCIDENTS_SWEEP, now=now, every=every, changed=len(changes))
         open_now = {incident.provider for incident in open_incidents(session)}
     for provider in Provider:
         INCIDENT_OPEN.labels(provider.value).set(1 if provider.value in open_now else 0)
@@ -99,9 +105,9 @@ def register(app: Celery) -> None:
 
     @app.task(name=LATENESS_TASK, shared=False)
     def sweep_lateness_task() -> dict[str, int]:
-        report = run_lateness_sweep(runtime_of(app))
+        report = run_lateness_sweep(runtime_of(app), expected_every(app, LATENESS_SWEEP))
         return {"late": report.announced_late, "on_time": report.announced_on_time}
 
     @app.task(name=INCIDENTS_TASK, shared=False)
     def sweep_incidents_task() -> int:
-        return len(run_incident_sweep(runtime_of(app)))
+        return len(run_incident_sweep(runtime_of(app), expected_every(app, INCIDENTS_SWEEP)))

@@ -192,6 +192,11 @@ class Settings:
         default=6.0, metadata=env("INCIDENT_BACKOFF", number(1, 1000, "x"))
     )
 
+    # `syncworker health` fails once a queue's oldest message waited longer than this.
+    health_max_queue_age_s: int = field(
+        default=900, metadata=env("HEALTH_MAX_QUEUE_AGE", whole(1, 7 * 86_400, " s"))
+    )
+
     def __post_init__(self) -> None:
         self.lateness_rule()  # raises on inconsistent thresholds
         longest_live = self.task_time_limit_s + self.max_retry_delay_s

@@ -15,11 +15,13 @@ from models.clock import ManualClock
 from models.credentials import Keyring
 from models.notices import INCIDENT_OPENED_EVENT, LATE_EVENT
 from models.schema import OutboxEvent, SyncRun
-from scheduler.marks import marks
+from scheduler.marks import mark, marks
 from tests.conftest import IntegrationFactory
 from tests.worker.conftest import LogLines
+from worker.app import create_app
 from worker.events import Event, LogSink, notifies
 from worker.health import INCIDENTS_SWEEP, LATENESS_SWEEP, run_incident_sweep, run_lateness_sweep
+from worker.liveness import LivenessCollector
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -132,3 +134,25 @@ def test_incidents_and_the_statuses_a_team_acts_on_notify() -> None:
     assert notifies("integration.status_changed", {"toStatus": "credentials_invalid"})
     assert not notifies("integration.status_changed", {"toStatus": "auth_failing"})
     assert not notifies("integration.on_time", {"status": "active"})
+
+
+def test_the_liveness_collector_serves_runs_missed_runs_and_ages_per_job(
+    runtime: Runtime, clock: ManualClock
+) -> None:
+    every = timedelta(seconds=15)
+    for _ in range(2):
+        with runtime.sessions() as session, session.begin():
+            mark(session, "tick:stripe", now=clock.now(), every=every)
+        clock.advance(every * 3)
+    app = create_app(runtime.settings, runtime=runtime)
+
+    families = {f.name: f for f in LivenessCollector(runtime, app).collect()}
+
+    def value(name: str) -> float:
+        [sample] = [s for s in families[name].samples if s.labels.get("job") == "tick:stripe"]
+        return sample.value
+
+    assert value("syncworker_beat_runs") == 2
+    assert value("syncworker_beat_missed_runs") == 2
+    assert value("syncworker_beat_last_run_age_seconds") == 45
+    assert families["syncworker_database_up"].samples[0].value == 1
