@@ -1,7 +1,10 @@
-"""`/v1/incidents`: provider incidents (SPEC §11), for operator keys.
+"""Health beyond status (SPEC §11) over HTTP.
 
-An incident concerns a provider, across every workspace, so only an operator key
-reads them; a workspace sees an incident covering its integration in `explain`.
+- `GET /v1/integrations/{id}/explain`: why this status, what happens next and when;
+  a workspace key explains its own integrations.
+- `GET /v1/incidents`: provider incidents. An incident concerns a provider across every
+  workspace, so only an operator key lists them; a workspace sees one covering its
+  integration in `explain`.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from api.auth import OperatorKey
+from api.auth import OperatorKey, Scoped
 from api.page.guard import operator_of
+from models.explain import Explanation
 from models.incidents import IncidentDto
 from worker.operator import INCIDENTS_LIMIT
 
@@ -25,3 +29,11 @@ def list_incidents(
     limit: Annotated[int, Query(ge=1, le=100)] = INCIDENTS_LIMIT,
 ) -> list[IncidentDto]:
     return operator_of(request).incidents(limit=limit)
+
+
+@router.get(
+    "/integrations/{integration_id}/explain",
+    summary="Why the integration has its status, what happens next and when",
+)
+def explain_integration(integration_id: str, operator: Scoped) -> Explanation:
+    return operator.explain(integration_id)

@@ -35,6 +35,7 @@ from models import queries
 from models.changes import Change
 from models.db import as_uuid, lock_integration
 from models.errors import IntegrationNotFound, InvalidValue, SyncsPaused
+from models.explain import Explanation, Timing, explain
 from models.health import Lateness, LatenessRule, interval_of, lateness_of
 from models.incidents import IncidentDto, incident_dto, recent_incidents
 from models.schema import Environment, Integration
@@ -171,6 +172,18 @@ class Operator:
                 return queries.Page(dtos, page.next_cursor)
             views = [integration_api_view(i, lateness=self.lateness(i)) for i in page.items]
             return queries.Page(views, page.next_cursor)
+
+    def explain(self, integration_id: str) -> Explanation:
+        """Why the integration has its status, what happens next and when (SPEC §11)."""
+        settings = self._runtime.settings
+        with self._runtime.sessions() as session:
+            integration = self._find(session, integration_id)
+            timing = Timing(
+                self._runtime.clock.now(),
+                interval_of(integration, settings.intervals()),
+                settings.lateness_rule(),
+            )
+            return explain(session, integration, timing)
 
     def incidents(self, *, limit: int = INCIDENTS_LIMIT) -> list[IncidentDto]:
         """Provider incidents, newest first, open and closed (SPEC §11)."""

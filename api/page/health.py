@@ -11,7 +11,7 @@ from models.serializers import IntegrationDto
 
 
 def health_context(request: Request, integration: IntegrationDto) -> dict[str, Any]:
-    """The lateness thresholds and the provider's open incident, if any."""
+    """The explanation, the lateness thresholds and the provider's open incident, if any."""
     operator = operator_of(request)
     rule = operator.lateness_rule
     incident = next(
@@ -23,6 +23,7 @@ def health_context(request: Request, integration: IntegrationDto) -> dict[str, A
         None,
     )
     return {
+        "explanation": operator.explain(integration["id"]),
         "late_after": f"{rule.late_after:g}",
         "overdue_after": f"{rule.overdue_after:g}",
         "incident": incident,

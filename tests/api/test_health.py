@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from models.clock import ManualClock
 from models.schema import ProviderIncident
-from tests.api.conftest import WORKSPACE, Api
+from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
 
 
 def _incident(api: Api, clock: ManualClock, *, closed: bool) -> None:
@@ -52,3 +52,20 @@ def test_a_workspace_key_may_not_list_incidents(api: Api) -> None:
 
     assert response.status_code == 403
     assert response.json()["ok"] is False
+
+
+def test_explain_is_served_to_the_integrations_workspace_and_not_to_another(
+    api: Api, add_integration: AddIntegration
+) -> None:
+    integration = add_integration()
+
+    own = api.client.get(f"/v1/integrations/{integration}/explain", headers=api.headers(WORKSPACE))
+    other = api.client.get(
+        f"/v1/integrations/{integration}/explain", headers=api.headers(OTHER_WORKSPACE)
+    )
+
+    assert own.status_code == 200
+    body = own.json()
+    assert body["status"] == "active" and body["setBy"]["trigger"] == "created"
+    assert body["next"][0]["what"] == "next sync"
+    assert other.status_code == 404 and other.json()["ok"] is False

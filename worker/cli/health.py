@@ -1,19 +1,25 @@
-"""`syncworker health`: a liveness probe in one line, for Kubernetes or a cron check.
+"""Health beyond status (SPEC §11) on the command line.
 
-Exit 0 with `ok: ...` when the database and broker answer, the beat ticks, every sweep
-is on time and no queue's oldest message waited past the threshold; exit 1 with
-`unhealthy: ...` naming every problem otherwise (`worker.liveness`).
+- `syncworker health`: a liveness probe in one line, for Kubernetes or a cron check.
+  Exit 0 with `ok: ...` when the database and broker answer, the beat ticks, every
+  sweep is on time and no queue's oldest message waited past the threshold; exit 1
+  with `unhealthy: ...` naming every problem otherwise (`worker.liveness`).
+- `syncworker integrations explain ID`: why this status, what happens next and when.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 
 import click
 
 from models.errors import SyncWorkerError
-from worker.cli.context import CliContext, pass_context
+from models.explain import Explanation
+from worker.cli.context import CliContext, emit, failures, pass_context
+from worker.cli.integrations import integrations, moment
+from worker.cli.status import ago
 from worker.liveness import check
 from worker.outages import OUTAGES, unavailable
 
@@ -50,4 +56,43 @@ def _answer(healthy: bool, problems: list[str], facts: dict[str, object], *, as_
     sys.exit(0 if healthy else 1)
 
 
+@click.command()
+@click.argument("integration_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def explain(cli: CliContext, integration_id: str, as_json: bool) -> None:
+    """Why the integration has its status, what happens next and when."""
+    with failures(as_json):
+        found = cli.operator.explain(integration_id)
+    emit(found, as_json=as_json, human=lambda: explanation_text(found))
+
+
+def explanation_text(found: Explanation) -> str:
+    """The human form of an explanation."""
+    since = datetime.fromisoformat(found["statusSince"])
+    lines = [f"{found['status']} since {moment(since)} UTC · data {found['lateness']}"]
+    set_by = found["setBy"]
+    if set_by is not None:
+        why = f"  set by {set_by['trigger']} ({set_by['rule']}), actor {set_by['actor']}"
+        lines.append(why + (f": {set_by['reason']}" if set_by["reason"] else ""))
+    lines.append("next:")
+    for step in found["next"]:
+        when = ""
+        if step["at"] is not None:
+            left = ago(step["inSeconds"]).removesuffix(" ago")
+            when = f" at {moment(datetime.fromisoformat(step['at']))} (in {left})"
+        lines.append(f"  - {step['what']}{when}")
+    incident = found["incident"]
+    if incident is not None:
+        lines.append(
+            f"incident: {incident['provider']} failing on {incident['kind']} since "
+            f"{moment(datetime.fromisoformat(incident['openedAt']))}; such failures count "
+            "toward neither QA nor the 72-hour rule"
+        )
+    lines.append(f"last error: {found['lastError'] or 'none'}")
+    return "\n".join(lines)
+
+
 COMMANDS = (health,)
+# `explain` belongs to the `integrations` group (worker.cli.main imports this module).
+integrations.add_command(explain)

@@ -314,3 +314,19 @@ def test_the_overview_and_the_detail_show_an_open_provider_incident(
     assert 'class="incident-open"' in overview and "29 / 30 in 60 min" in overview
     assert '<dd class="incident"><strong>open</strong>' in detail
     assert "failing on auth for 29 of 30 integrations" in detail
+
+
+def test_the_detail_view_explains_the_status_and_what_comes_next(
+    signed_in: TestClient, add_integration: AddIntegration, sync: Sync
+) -> None:
+    integration = add_integration(name="Explained Co")
+    sync(integration, SyncOutcome.SUCCEEDED)
+    sync(integration, SyncOutcome.FAILED, error="GET /v1/customers: 500 Internal Server Error")
+
+    detail = signed_in.get(f"/ui/integrations/{integration}").text
+
+    assert '<section class="card explain" id="explain">' in detail
+    assert "Why sync failing, and what next" in detail
+    assert "<code>sync_failed</code>: a sync failed (the first sync: QA)" in detail
+    assert "next sync" in detail and "late, unless a sync succeeds first" in detail
+    assert "Last error: <code>GET /v1/customers: 500 Internal Server Error</code>" in detail

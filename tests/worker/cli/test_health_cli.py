@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,8 +12,8 @@ from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.marks import mark, marks, missed_between
-from tests.conftest import redis_url
-from tests.worker.cli.conftest import Invoke, as_json
+from tests.conftest import IntegrationFactory, redis_url
+from tests.worker.cli.conftest import Invoke, as_json, one_line_error
 from worker.app import create_app
 from worker.liveness import expected_every, jobs
 from worker.publish import SENT_AT_HEADER
@@ -157,3 +158,32 @@ def test_health_fails_when_a_queues_oldest_message_waited_too_long(
 @pytest.mark.parametrize("seconds", ["0", "x"])
 def test_a_bad_queue_age_is_refused_by_the_option(invoke: Invoke, seconds: str) -> None:
     assert invoke("health", "--max-queue-age", seconds).exit_code == 2
+
+
+def test_integrations_explain_says_why_and_what_next(
+    invoke: Invoke, make_integration: IntegrationFactory
+) -> None:
+    integration = make_integration(
+        status="auth_failing", auth_failing_since=datetime.now(UTC) - timedelta(hours=71)
+    )
+
+    human = invoke("integrations", "explain", str(integration.id))
+    found = as_json(invoke("integrations", "explain", str(integration.id), "--json"))
+
+    assert human.exit_code == 0
+    first = human.stdout.splitlines()[0]
+    assert first.startswith("auth_failing since ") and "data " in first
+    assert "set by created" in human.stdout
+    assert any(
+        line.startswith("  - credentials_invalid, unless") and "(in 59m" in line
+        for line in human.stdout.splitlines()
+    )
+    assert found["status"] == "auth_failing"
+
+
+def test_explaining_an_unknown_integration_fails_in_one_line(invoke: Invoke) -> None:
+    unknown = uuid.uuid4()
+    result = invoke("integrations", "explain", str(unknown))
+
+    assert result.exit_code == 1
+    assert one_line_error(result) == f"error: integration {unknown} not found"
