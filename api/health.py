@@ -2,6 +2,8 @@
 
 - `GET /v1/integrations/{id}/explain`: why this status, what happens next and when;
   a workspace key explains its own integrations.
+- `POST /v1/integrations/{id}/resync[?stream=S&backfill=true]`: restart without data
+  loss; 409 while a sync runs.
 - `GET /v1/incidents`: provider incidents. An incident concerns a provider across every
   workspace, so only an operator key lists them; a workspace sees one covering its
   integration in `explain`.
@@ -17,6 +19,7 @@ from api.auth import OperatorKey, Scoped
 from api.page.guard import operator_of
 from models.explain import Explanation
 from models.incidents import IncidentDto
+from models.serializers import ActionResultDict
 from worker.operator import INCIDENTS_LIMIT
 
 router = APIRouter(prefix="/v1", tags=["health"])
@@ -37,3 +40,16 @@ def list_incidents(
 )
 def explain_integration(integration_id: str, operator: Scoped) -> Explanation:
     return operator.explain(integration_id)
+
+
+@router.post(
+    "/integrations/{integration_id}/resync",
+    summary="Restart a stream (or all) without deleting data; 409 while a sync runs",
+)
+def resync_integration(
+    integration_id: str,
+    operator: Scoped,
+    stream: Annotated[str | None, Query(max_length=64)] = None,
+    backfill: bool = False,
+) -> ActionResultDict:
+    return operator.resync(integration_id, stream=stream, backfill=backfill).to_dict()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final, Literal, overload
 
 import structlog
@@ -38,6 +39,7 @@ from models.errors import IntegrationNotFound, InvalidValue, SyncsPaused
 from models.explain import Explanation, Timing, explain
 from models.health import Lateness, LatenessRule, interval_of, lateness_of
 from models.incidents import IncidentDto, incident_dto, recent_incidents
+from models.resync import resync
 from models.schema import Environment, Integration
 from models.serializers import (
     ActionResult,
@@ -376,6 +378,56 @@ class Operator:
                 "dispatches its sync"
             )
         return ActionResult(True, f"sync of {subject} queued")
+
+    def resync(
+        self, integration_id: str, *, stream: str | None = None, backfill: bool = False
+    ) -> ActionResult:
+        """Restart a stream (or all) from scratch, or re-read the provider's lookback window.
+
+        Stored records stay; the next sync upserts over them. Raises SyncInProgress while a
+        sync runs, InvalidValue for a stream the provider lacks or a backfill it has none for.
+        """
+        now = self._runtime.clock.now()
+        with self._runtime.sessions() as session, session.begin():
+            integration = self._find(session, integration_id, lock=True)
+            provider = integration.provider_enum
+            streams = self._streams(provider, stream)
+            lookback = self._lookback(provider) if backfill else None
+            done = resync(session, integration, streams=streams, now=now, lookback=lookback)
+            status = integration.status_enum
+            if status in SYNCING_STATUSES:
+                integration.next_sync_at = now
+        subject = f"integration {integration.id}"
+        told = [f"{', '.join(done.from_scratch)} restart from scratch"] if done.from_scratch else []
+        if done.rewound:
+            window = f"{lookback.total_seconds() / 86_400:g} days" if lookback else ""
+            told.append(f"{', '.join(done.rewound)} re-read over the last {window}")
+        what = f"{subject}: {'; '.join(told) or 'nothing stored to restart'}"
+        if status not in SYNCING_STATUSES:
+            return ActionResult(True, f"{what}; syncs are paused ({status}) until it resumes")
+        if self._request_sync is not None and self._publish(self._request_sync, integration.id):
+            return ActionResult(True, f"{what}; sync queued")
+        return ActionResult(True, f"{what}; the next beat tick dispatches its sync")
+
+    def _streams(self, provider: Provider, stream: str | None) -> tuple[str, ...]:
+        # Every connector is an HttpConnector with its streams; the protocol does not say so.
+        known: tuple[str, ...] = tuple(getattr(self._runtime.connector(provider), "streams", ()))
+        if stream is None:
+            return known
+        if stream not in known:
+            raise InvalidValue(
+                f"{provider.value} has no stream {stream!r}; expected one of: {', '.join(known)}"
+            )
+        return (stream,)
+
+    def _lookback(self, provider: Provider) -> timedelta:
+        lookback = self._runtime.settings.providers[provider].lookback
+        if lookback is None:
+            raise InvalidValue(
+                f"{provider.value} has no backfill lookback window; resync without --backfill "
+                "restarts from scratch"
+            )
+        return lookback
 
     def sync_inline(self, integration_id: str) -> Finished | Skipped:
         """Run one sync in this process, for debugging one integration."""

@@ -331,11 +331,12 @@ PROVIDER_SETTINGS: Final[dict[str, tuple[str, Parser]]] = {
     "RATE": ("rate_per_s", number(0.001, 10_000, " requests/s")),
     "BURST": ("burst", whole(1, 100_000)),
     "BASE_URL": ("base_url", url("http", "https")),
+    "LOOKBACK": ("lookback", duration(3600, 365 * 86_400)),
 }
 
 
 def _provider_overrides(environ: Mapping[str, str]) -> dict[Provider, dict[str, Any]]:
-    """Per-provider overrides: SYNCWORKER_<PROVIDER>_{INTERVAL,QUEUE,RATE,BURST,BASE_URL}."""
+    """Per-provider overrides: SYNCWORKER_<PROVIDER>_<SUFFIX> for each PROVIDER_SETTINGS."""
     overrides: dict[Provider, dict[str, Any]] = {}
     for provider in Provider:
         for suffix, (attribute, parser) in PROVIDER_SETTINGS.items():

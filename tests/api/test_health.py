@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from models.clock import ManualClock
-from models.schema import ProviderIncident
+from models.schema import ProviderIncident, SyncRun
 from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
 
 
@@ -69,3 +70,54 @@ def test_explain_is_served_to_the_integrations_workspace_and_not_to_another(
     assert body["status"] == "active" and body["setBy"]["trigger"] == "created"
     assert body["next"][0]["what"] == "next sync"
     assert other.status_code == 404 and other.json()["ok"] is False
+
+
+def test_resync_restarts_every_stream_and_queues_a_sync(
+    api: Api, add_integration: AddIntegration
+) -> None:
+    integration = add_integration()
+
+    response = api.client.post(
+        f"/v1/integrations/{integration}/resync", headers=api.headers(WORKSPACE)
+    )
+
+    assert response.status_code == 200
+    assert response.json()["ok"] is True
+    assert response.json()["message"].endswith("; sync queued")
+    assert api.published[-1][1] == uuid.UUID(integration)
+
+
+def test_resync_of_an_unknown_stream_or_a_backfill_without_a_lookback_is_refused(
+    api: Api, add_integration: AddIntegration
+) -> None:
+    integration = add_integration()
+    url = f"/v1/integrations/{integration}/resync"
+
+    unknown = api.client.post(url, params={"stream": "planets"}, headers=api.headers(WORKSPACE))
+    backfill = api.client.post(url, params={"backfill": "true"}, headers=api.headers(WORKSPACE))
+
+    assert unknown.status_code == 422
+    assert "stripe has no stream 'planets'; expected one of: customers" in unknown.json()["message"]
+    assert backfill.status_code == 422
+    assert "stripe has no backfill lookback window" in backfill.json()["message"]
+
+
+def test_resync_is_refused_with_409_while_a_sync_runs(
+    api: Api, add_integration: AddIntegration, clock: ManualClock
+) -> None:
+    integration = add_integration()
+    with api.runtime.sessions() as session, session.begin():
+        session.add(
+            SyncRun(
+                integration_id=uuid.UUID(integration),
+                started_at=clock.now(),
+                lease_expires_at=clock.now() + timedelta(seconds=60),
+            )
+        )
+
+    response = api.client.post(
+        f"/v1/integrations/{integration}/resync", headers=api.headers(WORKSPACE)
+    )
+
+    assert response.status_code == 409
+    assert "is syncing now" in response.json()["message"]

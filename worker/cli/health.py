@@ -5,6 +5,8 @@
   sweep is on time and no queue's oldest message waited past the threshold; exit 1
   with `unhealthy: ...` naming every problem otherwise (`worker.liveness`).
 - `syncworker integrations explain ID`: why this status, what happens next and when.
+- `syncworker integrations resync ID [--stream S] [--backfill]`: restart from scratch
+  (or re-read the provider's lookback window) without deleting stored data.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import click
 
 from models.errors import SyncWorkerError
 from models.explain import Explanation
+from worker.cli.actions import report
 from worker.cli.context import CliContext, emit, failures, pass_context
 from worker.cli.integrations import integrations, moment
 from worker.cli.status import ago
@@ -93,6 +96,26 @@ def explanation_text(found: Explanation) -> str:
     return "\n".join(lines)
 
 
+@click.command()
+@click.argument("integration_id")
+@click.option("--stream", help="Only this stream (default: every stream of the provider).")
+@click.option(
+    "--backfill",
+    is_flag=True,
+    help="Re-read only the provider's lookback window (late report data), not from scratch.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def resync(
+    cli: CliContext, integration_id: str, stream: str | None, backfill: bool, as_json: bool
+) -> None:
+    """Restart a stream, or all, without deleting stored data; refused while a sync runs."""
+    with failures(as_json):
+        result = cli.operator.resync(integration_id, stream=stream, backfill=backfill)
+    report(result, as_json=as_json)
+
+
 COMMANDS = (health,)
-# `explain` belongs to the `integrations` group (worker.cli.main imports this module).
+# `explain` and `resync` belong to the `integrations` group (worker.cli.main imports this module).
 integrations.add_command(explain)
+integrations.add_command(resync)

@@ -187,3 +187,19 @@ def test_explaining_an_unknown_integration_fails_in_one_line(invoke: Invoke) -> 
 
     assert result.exit_code == 1
     assert one_line_error(result) == f"error: integration {unknown} not found"
+
+
+def test_integrations_resync_answers_in_one_line_and_refuses_a_paused_one_clearly(
+    invoke: Invoke, make_integration: IntegrationFactory
+) -> None:
+    syncing = make_integration()
+    paused = make_integration(status="inactive")
+
+    done = invoke("integrations", "resync", str(syncing.id), "--stream", "customers")
+    waiting = invoke("integrations", "resync", str(paused.id))
+
+    assert done.exit_code == 0
+    assert done.stdout.startswith(f"integration {syncing.id}: ")
+    assert "nothing stored to restart" in done.stdout or "restart from scratch" in done.stdout
+    assert waiting.exit_code == 0
+    assert "syncs are paused (inactive) until it resumes" in waiting.stdout
