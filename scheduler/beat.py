@@ -23,6 +23,7 @@ REAP_TASK: Final = "syncworker.sweep.reap_abandoned"
 DELIVER_EVENTS_TASK: Final = "syncworker.events.deliver"
 LATENESS_TASK: Final = "syncworker.sweep.lateness"
 INCIDENTS_TASK: Final = "syncworker.sweep.incidents"
+RECOVERY_PROBES_TASK: Final = "syncworker.sweep.recovery_probes"
 
 # The queue for the scheduler's own short tasks (ticks, sweeps, event delivery), kept apart
 # from the provider queues so a backlog of syncs never delays a tick.
@@ -47,6 +48,8 @@ class Cadence:
     lateness: timedelta = timedelta(minutes=1)
     # Incidents open within a minute of the failures that make one, and close as promptly.
     incidents: timedelta = timedelta(minutes=1)
+    # Each integration is probed once a day at most; an hourly run finds the ones due.
+    recovery_probes: timedelta = timedelta(hours=1)
 
 
 def build_schedule(
@@ -66,6 +69,7 @@ def build_schedule(
     schedule["deliver-events"] = _entry(DELIVER_EVENTS_TASK, cadence.deliver_events)
     schedule["sweep-lateness"] = _entry(LATENESS_TASK, cadence.lateness)
     schedule["sweep-incidents"] = _entry(INCIDENTS_TASK, cadence.incidents)
+    schedule["sweep-recovery-probes"] = _entry(RECOVERY_PROBES_TASK, cadence.recovery_probes)
     return schedule
 
 

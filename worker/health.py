@@ -8,7 +8,8 @@ scheduler mark for the overview and beat liveness, and updates its metrics:
 - `syncworker_provider_incident_open{provider}`: 1 while the provider has an open
   incident (`scheduler.incidents`).
 
-`register` defines the two beat tasks on a Celery app; they hold no rule themselves.
+`register` defines the three beat tasks on a Celery app (the third runs the recovery
+probes of `worker.recovery`); they hold no rule themselves.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from prometheus_client import Gauge
 from models.health import Lateness, LatenessReport, sweep_lateness
 from models.incidents import open_incidents
 from models.status import Provider
-from scheduler.beat import INCIDENTS_TASK, LATENESS_TASK
+from scheduler.beat import INCIDENTS_TASK, LATENESS_TASK, RECOVERY_PROBES_TASK
 from scheduler.incidents import IncidentChange, covered_providers, evaluate
 from scheduler.marks import mark
 from worker.liveness import expected_every
-from worker.runtime import Runtime, runtime_of
+from worker.recovery import ProbeResult, run_recovery_probes
+from worker.runtime import Runtime, publisher_of, runtime_of
 
 log = structlog.get_logger(__name__)
 
 LATENESS_SWEEP: Final = "sweep:lateness"
+RECOVERY_SWEEP: Final = "sweep:recovery_probes"
 INCIDENTS_SWEEP: Final = "sweep:incidents"
 
 LATENESS: Final = Gauge(
@@ -107,6 +110,21 @@ def register(app: Celery) -> None:
     def sweep_lateness_task() -> dict[str, int]:
         report = run_lateness_sweep(runtime_of(app), expected_every(app, LATENESS_SWEEP))
         return {"late": report.announced_late, "on_time": report.announced_on_time}
+
+    @app.task(name=RECOVERY_PROBES_TASK, shared=False)
+    def sweep_recovery_probes_task() -> dict[str, int]:
+        runtime = runtime_of(app)
+        probed = run_recovery_probes(runtime)
+        publisher = publisher_of(app)
+        for done in probed:  # each change is committed: queue the recovered ones' syncs
+            if done.change is not None and done.change.sync_now:
+                publisher.sync_now(done.provider, done.integration_id)
+        with runtime.sessions() as session, session.begin():
+            now = runtime.clock.now()
+            every = expected_every(app, RECOVERY_SWEEP)
+            mark(session, RECOVERY_SWEEP, now=now, every=every, changed=len(probed))
+        works = sum(done.result is ProbeResult.WORKS for done in probed)
+        return {"probed": len(probed), "works": works}
 
     @app.task(name=INCIDENTS_TASK, shared=False)
     def sweep_incidents_task() -> int:

@@ -25,7 +25,14 @@ from models.status import Status
 from scheduler.marks import marks
 from worker.runtime import Runtime
 
-SWEEPS: Final = ("auth_escalation", "dev_inactivity", "reap_abandoned", "lateness", "incidents")
+SWEEPS: Final = (
+    "auth_escalation",
+    "dev_inactivity",
+    "reap_abandoned",
+    "lateness",
+    "incidents",
+    "recovery_probes",
+)
 STUCK_SHOWN: Final = 10  # the oldest stuck runs listed; the count covers them all
 INCIDENTS_SHOWN: Final = 10  # the newest provider incidents, open or closed
 

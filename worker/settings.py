@@ -192,6 +192,13 @@ class Settings:
         default=6.0, metadata=env("INCIDENT_BACKOFF", number(1, 1000, "x"))
     )
 
+    # Recovery probes of `credentials_invalid` (worker.recovery): how often each is tried,
+    # and whether credentials that work again move it back to active (off: seed 002 pauses
+    # syncs until new credentials arrive; the probe then only announces the recovery).
+    probe_interval_s: int = field(
+        default=86_400, metadata=env("PROBE_INTERVAL", whole(3600, 30 * 86_400, " s"))
+    )
+    recover_credentials: bool = field(default=False, metadata=env("RECOVER_CREDENTIALS", FLAG))
     # `syncworker health` fails once a queue's oldest message waited longer than this.
     health_max_queue_age_s: int = field(
         default=900, metadata=env("HEALTH_MAX_QUEUE_AGE", whole(1, 7 * 86_400, " s"))

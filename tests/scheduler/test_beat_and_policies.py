@@ -20,6 +20,7 @@ from scheduler.beat import (
     INCIDENTS_TASK,
     LATENESS_TASK,
     REAP_TASK,
+    RECOVERY_PROBES_TASK,
     Cadence,
     build_schedule,
 )
@@ -37,6 +38,7 @@ MAINTENANCE = {
     "deliver-events": DELIVER_TASK,
     "sweep-lateness": LATENESS_TASK,
     "sweep-incidents": INCIDENTS_TASK,
+    "sweep-recovery-probes": RECOVERY_PROBES_TASK,
 }
 
 

@@ -20,7 +20,14 @@ from worker.publish import SENT_AT_HEADER
 from worker.settings import Settings
 
 Sessions = sessionmaker[Session]
-SWEEPS = ("auth_escalation", "dev_inactivity", "reap_abandoned", "lateness", "incidents")
+SWEEPS = (
+    "auth_escalation",
+    "dev_inactivity",
+    "reap_abandoned",
+    "lateness",
+    "incidents",
+    "recovery_probes",
+)
 
 
 def _all_fresh(sessions: Sessions, now: datetime) -> None:
