@@ -36,8 +36,9 @@ from typing_extensions import TypedDict
 
 from models.errors import InvalidValue
 from models.schema import Integration, ProviderIncident, SyncRun
-from models.status import Provider, SyncOutcome
+from models.status import SYNCING_STATUSES, Provider, SyncOutcome
 
+SYNCING_VALUES: Final = sorted(s.value for s in SYNCING_STATUSES)
 # How many recent attempts per wanted integration the widened sample reads at most.
 WIDEN_READ_FACTOR: Final = 20
 # The error prefix of a task's own budget wait (`worker.connectors.http`): not a failure.
@@ -157,7 +158,13 @@ def _runs(session: Session, provider: Provider) -> Select[uuid.UUID, str | None]
     return (
         select(SyncRun.integration_id, SyncRun.failure_kind)
         .join(Integration, Integration.id == SyncRun.integration_id)
-        .where(Integration.provider == provider.value, SyncRun.finished_at.is_not(None))
+        .where(
+            Integration.provider == provider.value,
+            # Only integrations still syncing: one paused since (its key expired, say) keeps
+            # its last failure forever, which says nothing about the provider now.
+            Integration.status.in_(SYNCING_VALUES),
+            SyncRun.finished_at.is_not(None),
+        )
         .order_by(SyncRun.finished_at.desc())
     )
 

@@ -323,3 +323,19 @@ def test_opening_spreads_the_providers_next_syncs_over_the_backed_off_interval(
     span = STRIPE.interval * RULE.backoff
     assert all(clock.now() <= at < clock.now() + span for at in due)  # type: ignore[operator]
     assert max(due) - min(due) > STRIPE.interval  # type: ignore[operator]
+
+
+def test_an_integration_paused_since_its_last_failure_does_not_hold_the_incident_open(
+    sessions: Sessions, make_integration: IntegrationFactory, clock: ManualClock
+) -> None:
+    fleet = _open_auth_incident(sessions, make_integration, clock)
+    with sessions() as session, session.begin():
+        for integration_id in fleet[:4]:  # their keys expired: they stopped syncing
+            session.get_one(Integration, integration_id).status = "credentials_invalid"
+    clock.advance(timedelta(minutes=30))
+    for integration_id in fleet[4:]:
+        _ran(sessions, integration_id, clock.now(), None)
+
+    closed = _evaluate(sessions, clock)
+
+    assert closed is not None and not closed.opened
