@@ -6,29 +6,21 @@ import uuid
 from datetime import timedelta
 
 from models.clock import ManualClock
-from models.schema import ProviderIncident, SyncRun
+from models.schema import SyncRun
 from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
+from tests.conftest import incident_row
 
 
 def _incident(api: Api, clock: ManualClock, *, closed: bool) -> None:
     now = clock.now()
     with api.runtime.sessions() as session, session.begin():
         session.add(
-            ProviderIncident(
-                provider="stripe",
+            incident_row(
+                now - timedelta(hours=2),
                 kind="timeout",
-                opened_at=now - timedelta(hours=2),
                 closed_at=now if closed else None,
-                window_s=3600,
-                window_start=now - timedelta(hours=3),
                 integrations_seen=20,
                 integrations_failing=15,
-                peak_failing=18,
-                last_seen=20,
-                last_failing=1,
-                evaluated_at=now,
-                backoff=6.0,
-                clock_held_until=now,
             )
         )
 

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.clock import ManualClock
 from models.explain import Timing, explain
 from models.health import LatenessRule
-from models.schema import Integration, ProviderIncident, StatusChange, SyncRun
-from tests.conftest import IntegrationFactory
+from models.schema import Integration, StatusChange, SyncRun
+from tests.conftest import IntegrationFactory, incident_row
 
 Sessions = sessionmaker[Session]
 INTERVAL = timedelta(minutes=15)
@@ -71,21 +71,7 @@ def test_a_development_integration_shows_the_14_day_rule_and_an_open_incident(
     integration = make_integration(kind="development", next_sync_at=clock.now())
     with sessions() as session, session.begin():
         session.add(
-            ProviderIncident(
-                provider="stripe",
-                kind="timeout",
-                opened_at=clock.now(),
-                window_s=3600,
-                window_start=clock.now(),
-                integrations_seen=10,
-                integrations_failing=10,
-                peak_failing=10,
-                last_seen=10,
-                last_failing=10,
-                evaluated_at=clock.now(),
-                backoff=6.0,
-                clock_held_until=clock.now(),
-            )
+            incident_row(clock.now(), kind="timeout", integrations_seen=10, integrations_failing=10)
         )
     clock.advance(timedelta(days=13))
 

@@ -15,11 +15,11 @@ from api.page.render import code_spans
 from api.page.site import HEADERS
 from api.page.statuses import STATUS_TEXTS
 from models.clock import ManualClock
-from models.schema import ProviderIncident
 from models.status import Status, SyncOutcome
 from scheduler.marks import mark
 from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
 from tests.api.page.conftest import Sync
+from tests.conftest import incident_row
 
 SECRET = "sk_test_PageNeverShowsThis0001"
 
@@ -291,20 +291,13 @@ def test_the_overview_and_the_detail_show_an_open_provider_incident(
     now = clock.now()
     with api.runtime.sessions() as session, session.begin():
         session.add(
-            ProviderIncident(
-                provider="stripe",
-                kind="auth",
-                opened_at=now,
-                window_s=3600,
-                window_start=now - timedelta(hours=1),
+            incident_row(
+                now,
                 integrations_seen=30,
                 integrations_failing=29,
                 peak_failing=29,
                 last_seen=30,
                 last_failing=29,
-                evaluated_at=now,
-                backoff=6.0,
-                clock_held_until=now,
             )
         )
 

@@ -13,9 +13,9 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.schema import ProviderIncident, SyncRun
+from models.schema import SyncRun
 from scheduler.marks import mark
-from tests.conftest import IntegrationFactory, redis_url
+from tests.conftest import IntegrationFactory, incident_row, redis_url
 from tests.worker.cli.conftest import Invoke, as_json, one_line_error
 from worker.app import create_app
 from worker.cli import status as status_module
@@ -279,20 +279,12 @@ def test_status_shows_provider_incidents_open_and_closed(
             ("paddle", 3, now - timedelta(hours=1)),
         ):
             session.add(
-                ProviderIncident(
+                incident_row(
+                    now - timedelta(hours=opened),
                     provider=provider,
-                    kind="auth",
-                    opened_at=now - timedelta(hours=opened),
                     closed_at=closed,
-                    window_s=3600,
                     window_start=now - timedelta(hours=4),
-                    integrations_seen=40,
-                    integrations_failing=38,
-                    peak_failing=40,
-                    last_seen=12,
-                    last_failing=12,
                     evaluated_at=now,
-                    backoff=6.0,
                     clock_held_until=now,
                 )
             )
