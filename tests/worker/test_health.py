@@ -12,12 +12,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select
 
 from models.clock import ManualClock
-from models.credentials import Keyring
 from models.notices import INCIDENT_OPENED_EVENT, LATE_EVENT
 from models.schema import OutboxEvent, SyncRun
 from scheduler.marks import mark, marks
 from tests.conftest import IntegrationFactory
-from tests.worker.conftest import LogLines
+from tests.worker.conftest import LogLines, worker_settings
 from worker.app import create_app
 from worker.events import Event, LogSink, notifies
 from worker.health import INCIDENTS_SWEEP, LATENESS_SWEEP, run_incident_sweep, run_lateness_sweep
@@ -28,14 +27,8 @@ from worker.settings import Settings
 
 @pytest.fixture
 def runtime(engine: Engine, tmp_path: Path, clock: ManualClock) -> Iterator[Runtime]:
-    settings = Settings.from_env(
-        {
-            "SYNCWORKER_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-            "SYNCWORKER_DATA_DIR": str(tmp_path),
-            "SYNCWORKER_CREDENTIAL_KEYS": f"t:{Keyring.generate_key()}",
-            "SYNCWORKER_LATE_AFTER": "3",
-            "SYNCWORKER_OVERDUE_AFTER": "4",
-        }
+    settings = worker_settings(
+        engine, tmp_path, SYNCWORKER_LATE_AFTER="3", SYNCWORKER_OVERDUE_AFTER="4"
     )
     runtime = Runtime(settings, clock)
     yield runtime

@@ -11,13 +11,12 @@ from sqlalchemy import Engine, select
 
 from fakes.stripe import FakeStripe
 from models.clock import ManualClock
-from models.credentials import Keyring
 from models.notices import CREDENTIALS_RECOVERED_EVENT
 from models.schema import Integration, OutboxEvent, StatusChange
 from tests.conftest import IntegrationFactory
+from tests.worker.conftest import worker_settings
 from worker.recovery import ProbeResult, run_recovery_probes
 from worker.runtime import Runtime
-from worker.settings import Settings
 
 KEY = "sk_test_RecoveryProbe0000000001"
 DAY = timedelta(days=1)
@@ -33,15 +32,7 @@ def fake() -> Iterator[FakeStripe]:
 def _runtime(
     engine: Engine, tmp_path: Path, clock: ManualClock, fake: FakeStripe, **env: str
 ) -> Runtime:
-    settings = Settings.from_env(
-        {
-            "SYNCWORKER_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-            "SYNCWORKER_DATA_DIR": str(tmp_path),
-            "SYNCWORKER_CREDENTIAL_KEYS": f"t:{Keyring.generate_key()}",
-            "SYNCWORKER_STRIPE_BASE_URL": fake.url,
-            **env,
-        }
-    )
+    settings = worker_settings(engine, tmp_path, SYNCWORKER_STRIPE_BASE_URL=fake.url, **env)
     return Runtime(settings, clock)
 
 

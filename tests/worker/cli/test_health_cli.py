@@ -16,18 +16,11 @@ from tests.conftest import IntegrationFactory, redis_url
 from tests.worker.cli.conftest import Invoke, as_json, one_line_error
 from worker.app import create_app
 from worker.liveness import expected_every, jobs
+from worker.overview import SWEEPS
 from worker.publish import SENT_AT_HEADER
 from worker.settings import Settings
 
 Sessions = sessionmaker[Session]
-SWEEPS = (
-    "auth_escalation",
-    "dev_inactivity",
-    "reap_abandoned",
-    "lateness",
-    "incidents",
-    "recovery_probes",
-)
 
 
 def _all_fresh(sessions: Sessions, now: datetime) -> None:
