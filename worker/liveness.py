@@ -199,7 +199,9 @@ def _brief(exc: SQLAlchemyError) -> str:
 
 
 class LivenessCollector(Collector):
-    """Beat runs and missed runs per job, seconds since each ran, the oldest message's age."""
+    """Beat runs, missed runs, period and last-run age per job; the oldest message's age per
+    queue; whether the database and the broker answer. Each `syncworker health` check has
+    its metric: an alert compares a job's age with its period, a queue's age with a limit."""
 
     def __init__(self, runtime: Runtime, app: Celery) -> None:
         self._runtime = runtime
@@ -238,5 +240,17 @@ class LivenessCollector(Collector):
         for queue, seconds in sorted(oldest_ages(self._app).items()):
             if seconds is not None:
                 oldest.add_metric([queue], seconds)
+        every = GaugeMetricFamily(
+            "syncworker_beat_expected_every_seconds",
+            "How often each job is expected (app-clock seconds)",
+            labels=["job"],
+        )
+        for name, found in sorted(recorded.items()):
+            if found.every_s is not None:
+                every.add_metric([name], found.every_s)
         up = GaugeMetricFamily("syncworker_database_up", "Database answers", value=1)
-        return [runs, missed, age, oldest, up]
+        broker = any(depth is not None for depth in queue_depths(self._app).values())
+        broker_up = GaugeMetricFamily(
+            "syncworker_broker_up", "Broker answers (queue depths readable)", value=int(broker)
+        )
+        return [runs, missed, age, every, oldest, up, broker_up]

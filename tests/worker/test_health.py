@@ -148,4 +148,6 @@ def test_the_liveness_collector_serves_runs_missed_runs_and_ages_per_job(
     assert value("syncworker_beat_runs") == 2
     assert value("syncworker_beat_missed_runs") == 2
     assert value("syncworker_beat_last_run_age_seconds") == 45
+    assert value("syncworker_beat_expected_every_seconds") == 15
     assert families["syncworker_database_up"].samples[0].value == 1
+    assert families["syncworker_broker_up"].samples[0].value == 1  # the embedded broker
