@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.db import upsert
 from models.schema import SchedulerMark
 
 
@@ -27,17 +28,10 @@ def mark(
     """
     existing = session.get(SchedulerMark, name, with_for_update=True)
     if existing is None:
-        session.add(
-            SchedulerMark(
-                name=name,
-                at=now,
-                detail=detail,
-                runs=1,
-                missed=0,
-                every_s=every.total_seconds() if every else None,
-            )
-        )
-        session.flush()
+        # An upsert: a job's first two runs may race to create its mark (two workers).
+        first = {"name": name, "at": now, "detail": detail, "runs": 1, "missed": 0}
+        first["every_s"] = every.total_seconds() if every else None
+        upsert(session, SchedulerMark, [first], keys=["name"], refresh=["at", "detail"])
         return
     existing.missed += missed_between(existing.at, now, every)
     existing.runs += 1
