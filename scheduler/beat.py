@@ -24,6 +24,7 @@ DELIVER_EVENTS_TASK: Final = "syncworker.events.deliver"
 LATENESS_TASK: Final = "syncworker.sweep.lateness"
 INCIDENTS_TASK: Final = "syncworker.sweep.incidents"
 RECOVERY_PROBES_TASK: Final = "syncworker.sweep.recovery_probes"
+REPORT_BACKFILL_TASK: Final = "syncworker.sweep.report_backfill"
 
 # The queue for the scheduler's own short tasks (ticks, sweeps, event delivery), kept apart
 # from the provider queues so a backlog of syncs never delays a tick.
@@ -50,6 +51,8 @@ class Cadence:
     incidents: timedelta = timedelta(minutes=1)
     # Each integration is probed once a day at most; an hourly run finds the ones due.
     recovery_probes: timedelta = timedelta(hours=1)
+    # Late report rows are re-read daily, within each provider's lookback window.
+    report_backfill: timedelta = timedelta(days=1)
 
 
 def build_schedule(
@@ -70,6 +73,7 @@ def build_schedule(
     schedule["sweep-lateness"] = _entry(LATENESS_TASK, cadence.lateness)
     schedule["sweep-incidents"] = _entry(INCIDENTS_TASK, cadence.incidents)
     schedule["sweep-recovery-probes"] = _entry(RECOVERY_PROBES_TASK, cadence.recovery_probes)
+    schedule["sweep-report-backfill"] = _entry(REPORT_BACKFILL_TASK, cadence.report_backfill)
     return schedule
 
 

@@ -8,8 +8,9 @@ scheduler mark for the overview and beat liveness, and updates its metrics:
 - `syncworker_provider_incident_open{provider}`: 1 while the provider has an open
   incident (`scheduler.incidents`).
 
-`register` defines the three beat tasks on a Celery app (the third runs the recovery
-probes of `worker.recovery`); they hold no rule themselves.
+`register` defines their beat tasks on a Celery app, with those of the recovery probes
+(`worker.recovery`) and the daily report backfill (`scheduler.backfill`); the tasks
+hold no rule themselves.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from prometheus_client import Gauge
 from models.health import Lateness, LatenessReport, sweep_lateness
 from models.incidents import open_incidents
 from models.status import Provider
-from scheduler.beat import INCIDENTS_TASK, LATENESS_TASK, RECOVERY_PROBES_TASK
+from scheduler.backfill import backfill_reports
+from scheduler.beat import (
+    INCIDENTS_TASK,
+    LATENESS_TASK,
+    RECOVERY_PROBES_TASK,
+    REPORT_BACKFILL_TASK,
+)
 from scheduler.incidents import IncidentChange, covered_providers, evaluate
 from scheduler.marks import mark
 from worker.liveness import expected_every
@@ -35,6 +42,7 @@ log = structlog.get_logger(__name__)
 
 LATENESS_SWEEP: Final = "sweep:lateness"
 RECOVERY_SWEEP: Final = "sweep:recovery_probes"
+BACKFILL_SWEEP: Final = "sweep:report_backfill"
 INCIDENTS_SWEEP: Final = "sweep:incidents"
 
 LATENESS: Final = Gauge(
@@ -103,6 +111,23 @@ def run_incident_sweep(runtime: Runtime, every: timedelta | None = None) -> list
     return changes
 
 
+def run_report_backfill(runtime: Runtime, every: timedelta | None = None) -> int:
+    """Rewind every report provider's cursors by its lookback window, batch by batch."""
+    total, after = 0, None
+    while True:
+        with runtime.sessions() as session, session.begin():
+            batch = backfill_reports(
+                session, runtime.settings.providers, now=runtime.clock.now(), after=after
+            )
+        total += len(batch.rewound)
+        if batch.last is None:
+            break
+        after = batch.last
+    with runtime.sessions() as session, session.begin():
+        mark(session, BACKFILL_SWEEP, now=runtime.clock.now(), every=every, changed=total)
+    return total
+
+
 def register(app: Celery) -> None:
     """Define the health sweeps on `app` under the names the beat schedule uses."""
 
@@ -125,6 +150,11 @@ def register(app: Celery) -> None:
             mark(session, RECOVERY_SWEEP, now=now, every=every, changed=len(probed))
         works = sum(done.result is ProbeResult.WORKS for done in probed)
         return {"probed": len(probed), "works": works}
+
+    @app.task(name=REPORT_BACKFILL_TASK, shared=False)
+    def sweep_report_backfill_task() -> int:
+        runtime = runtime_of(app)
+        return run_report_backfill(runtime, expected_every(app, BACKFILL_SWEEP))
 
     @app.task(name=INCIDENTS_TASK, shared=False)
     def sweep_incidents_task() -> int:

@@ -32,6 +32,7 @@ SWEEPS: Final = (
     "lateness",
     "incidents",
     "recovery_probes",
+    "report_backfill",
 )
 STUCK_SHOWN: Final = 10  # the oldest stuck runs listed; the count covers them all
 INCIDENTS_SHOWN: Final = 10  # the newest provider incidents, open or closed

@@ -21,6 +21,7 @@ from scheduler.beat import (
     LATENESS_TASK,
     REAP_TASK,
     RECOVERY_PROBES_TASK,
+    REPORT_BACKFILL_TASK,
     Cadence,
     build_schedule,
 )
@@ -39,6 +40,7 @@ MAINTENANCE = {
     "sweep-lateness": LATENESS_TASK,
     "sweep-incidents": INCIDENTS_TASK,
     "sweep-recovery-probes": RECOVERY_PROBES_TASK,
+    "sweep-report-backfill": REPORT_BACKFILL_TASK,
 }
 
 
