@@ -56,5 +56,6 @@ def operator_only(who: Annotated[Principal, Depends(principal)]) -> Principal:
     return who
 
 
+Caller = Annotated[Principal, Depends(principal)]
 Scoped = Annotated[Operator, Depends(operator_for)]
 OperatorKey = Annotated[Principal, Depends(operator_only)]

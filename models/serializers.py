@@ -33,7 +33,7 @@ from typing_extensions import TypedDict
 
 from models.changes import Change
 from models.clock import ensure_utc
-from models.schema import Environment, Integration, StatusChange, SyncRun
+from models.schema import Environment, Integration, StatusChange, SyncedRecord, SyncRun
 from models.status import Status
 
 
@@ -310,6 +310,26 @@ def integration_states(integration: Integration, last_run: SyncRun | None) -> In
         "lastSyncOutcome": last_run.outcome if last_run else None,
         "lastSyncAt": _iso_or_none(last_run.finished_at) if last_run else None,
         "dataLastReceivedAt": _iso_or_none(integration.data_last_received_at),
+    }
+
+
+class SyncedRecordDto(TypedDict):
+    """One object a sync or a webhook brought in, as the API serves it."""
+
+    stream: str
+    externalId: str
+    data: dict[str, Any]
+    firstSeenAt: str
+    updatedAt: str
+
+
+def synced_record_dto(record: SyncedRecord) -> SyncedRecordDto:
+    return {
+        "stream": record.kind,
+        "externalId": record.external_id,
+        "data": dict(record.data),
+        "firstSeenAt": _iso(record.first_seen_at),
+        "updatedAt": _iso(record.updated_at),
     }
 
 

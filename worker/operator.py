@@ -43,6 +43,7 @@ from models.serializers import (
     IntegrationDto,
     IntegrationStates,
     StatusChangeDto,
+    SyncedRecordDto,
     SyncRunDto,
     describe_change,
     environment_dto,
@@ -51,6 +52,7 @@ from models.serializers import (
     integration_states,
     status_change_dto,
     sync_run_dto,
+    synced_record_dto,
 )
 from models.status import SYNCING_STATUSES, EnvironmentKind, Provider, parse_enum
 from models.sync_runs import Skipped
@@ -183,6 +185,22 @@ class Operator:
             return [
                 sync_run_dto(run) for run in queries.sync_runs(session, integration.id, limit=limit)
             ]
+
+    def records(
+        self,
+        integration_id: str,
+        stream: str,
+        *,
+        after: str | None = None,
+        limit: int = queries.DEFAULT_PAGE_SIZE,
+    ) -> queries.Page[SyncedRecordDto]:
+        """A page of one stream's synced records; reading them is the host application's
+        API request, so the two-week development rule sees an integration in use."""
+        with self._runtime.sessions() as session, session.begin():
+            integration = self._find(session, integration_id)
+            page = queries.synced_records(session, integration.id, stream, after=after, limit=limit)
+            actions.record_api_request(session, integration.id, now=self._runtime.clock.now())
+            return queries.Page([synced_record_dto(r) for r in page.items], page.next_cursor)
 
     def environments(self, *, organization_id: str | None = None) -> list[EnvironmentDto]:
         """The environments (seed 003's workspaces) this operator sees."""
