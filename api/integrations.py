@@ -61,7 +61,11 @@ def actor_of(
 ActorName = Annotated[str, Depends(actor_of)]
 
 
-@router.get("", summary="List integrations (WorkspaceIntegration), newest first")
+@router.get(
+    "",
+    response_model_exclude_unset=True,
+    summary="List integrations (WorkspaceIntegration), newest first",
+)
 def list_integrations(
     operator: Scoped,
     *,
@@ -108,6 +112,7 @@ def add_integration(body: NewIntegration, operator: Scoped, actor: ActorName) ->
 @router.get(
     "/{integration_id}",
     response_model=WorkspaceIntegration,
+    response_model_exclude_unset=True,
     summary="Get one integration (WorkspaceIntegration)",
 )
 def get_integration(integration_id: str, operator: Scoped) -> IntegrationApiView:

@@ -14,9 +14,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Final, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from models.serializers import IntegrationStates, StatusChangeDto, SyncRunDto
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 T = TypeVar("T")
 
@@ -65,10 +63,10 @@ class WorkspaceIntegration(BaseModel):
     workspaceId: str = Field(description="Workspace identifier this integration belongs to")
     provider: IntegrationProvider = Field(description="Integration provider type")
     status: IntegrationStatus = Field(description="Current status of the integration")
-    # In the schema because seed 003 has it; `exclude` keeps it out of every response.
+    # In the schema because seed 003 has it; never set, so the routes (which leave unset
+    # fields out) never send it, and `_never_exposed` refuses a value outright.
     credentialsEncrypted: str | None = Field(
         default=None,
-        exclude=True,
         description="Encrypted credentials for the integration (base64 iv+ciphertext). "
         "Never exposed in API responses for security.",
     )
@@ -87,6 +85,12 @@ class WorkspaceIntegration(BaseModel):
     )
     setupStatus: str = Field(description="incomplete | first_sync_pending | completed")
     qaStatus: str | None = Field(description="pending | passed, or null: never in QA")
+
+    @field_validator("credentialsEncrypted")
+    @classmethod
+    def _never_exposed(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("credentials are never part of an answer")
 
 
 class IntegrationAdded(IntegrationActionResult):
@@ -155,9 +159,3 @@ class SyncedRecord(BaseModel):
 
 class SyncedRecordPage(Page[SyncedRecord]):
     """A page of one stream's records, by external id."""
-
-
-# The operator's views are the serialisers' TypedDicts, named here for the schema.
-IntegrationStatesView = IntegrationStates
-StatusChange = StatusChangeDto
-SyncRun = SyncRunDto
