@@ -12,7 +12,7 @@ import uvicorn
 from celery import Celery
 from fastapi import FastAPI
 
-from api import errors, integrations, operations
+from api import errors, integrations, operations, webhooks
 from api.page import site as page
 from worker.app import create_app
 from worker.operator import Operator
@@ -39,6 +39,7 @@ def create_api(runtime: Runtime, operator: Operator) -> FastAPI:
     errors.install(api)
     api.include_router(integrations.router)
     api.include_router(operations.router)
+    api.include_router(webhooks.router)
     page.mount(api, runtime, operator)
     return api
 

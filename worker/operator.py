@@ -57,6 +57,8 @@ from models.serializers import (
 from models.status import SYNCING_STATUSES, EnvironmentKind, Provider, parse_enum
 from models.sync_runs import Skipped
 from scheduler.dispatch import claim_one, release
+from worker.connectors.errors import ConfigurationError
+from worker.connectors.webhooks import WEBHOOK_SECRET_FIELD, ingest_webhook
 from worker.errors import BrokerUnavailable
 from worker.overview import overview
 from worker.runtime import Runtime
@@ -354,6 +356,37 @@ class Operator:
                 "dispatches its sync"
             )
         return ActionResult(True, f"sync of {subject} queued")
+
+    def receive_webhook(
+        self, integration_id: str, provider: Provider, headers: Mapping[str, str], body: bytes
+    ) -> int:
+        """Verify and store one provider webhook delivery for the integration; the number of
+        events stored, committed before this returns.
+
+        Raises IntegrationNotFound (no such live integration of that provider),
+        ConfigurationError (its credentials hold no `webhook_secret`) or WebhookRejected.
+        """
+        with self._runtime.sessions() as session:
+            integration = self._find(session, integration_id)
+            if integration.provider_enum is not provider or integration.deleted:
+                raise IntegrationNotFound(integration_id)
+            sealed = integration.credentials_encrypted
+        opened = self._runtime.keyring.open(sealed) if sealed else None
+        secret = opened.get(WEBHOOK_SECRET_FIELD) if opened else None
+        if not secret:
+            raise ConfigurationError(
+                f"{provider} webhooks: integration {integration_id} has no "
+                f"{WEBHOOK_SECRET_FIELD} among its credentials"
+            )
+        return ingest_webhook(
+            self._runtime.sessions,
+            integration.id,
+            provider,
+            headers,
+            body,
+            secret=secret,
+            now=self._runtime.clock.now(),
+        )
 
     def sync_inline(self, integration_id: str) -> Finished | Skipped:
         """Run one sync in this process, for debugging one integration."""

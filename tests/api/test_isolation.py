@@ -55,6 +55,7 @@ CASES: Final[dict[tuple[str, str], Case]] = {
     ("GET", f"{ONE}/history"): Case("operator"),
     ("GET", f"{ONE}/runs"): Case("operator"),
     ("GET", "/v1/overview"): Case("operator"),
+    ("POST", "/v1/webhooks/{provider}/{integration_id}"): Case("public"),
 }
 # Not the API's: the schema, its docs page, the redirect to the page, and the page itself
 # (an operator's session, tested in tests/api/page/).
@@ -151,6 +152,21 @@ def test_a_workspace_key_on_an_operator_route_is_403_and_changes_nothing(
     assert refused.status_code == 403
     assert refused.json() == {"ok": False, "message": "this needs an operator key"}
     assert allowed.status_code not in (401, 403, 404), allowed.text
+
+
+@pytest.mark.parametrize(("method", "path"), of("public"))
+def test_a_public_route_needs_no_key_and_a_key_opens_nothing_more(
+    api: Api, add_integration: AddIntegration, method: str, path: str
+) -> None:
+    target = add_integration()
+    before = world(api)
+
+    anonymous = send(api, method, path, None, target)
+    with_key = send(api, method, path, "operator", target)
+
+    assert anonymous.status_code not in (401, 403)
+    assert with_key.status_code == anonymous.status_code
+    assert world(api) == before
 
 
 def test_a_workspace_key_lists_its_own_workspace_only(
