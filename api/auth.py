@@ -13,6 +13,7 @@ from typing import Annotated, Final
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.keys import VerifiedKeys
 from models.api_keys import Principal, verify_key
 from worker.operator import Operator
 from worker.runtime import Runtime
@@ -33,8 +34,14 @@ def principal(
     """The verified key's principal; 401 without a key or with one that does not verify."""
     if credentials is None:
         raise HTTPException(401, "an API key is required: Authorization: Bearer <key>", CHALLENGE)
-    with runtime_of(request).sessions() as session:
-        found = verify_key(session, credentials.credentials)
+    runtime = runtime_of(request)
+
+    def verify(presented: str) -> Principal | None:
+        with runtime.sessions() as session:
+            return verify_key(session, presented)
+
+    keys: VerifiedKeys = request.app.state.verified_keys
+    found = keys.principal(credentials.credentials, verify)
     if found is None:
         raise HTTPException(401, "the API key is not valid or was revoked", CHALLENGE)
     return found
