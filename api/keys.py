@@ -30,23 +30,28 @@ class VerifiedKeys:
         self._entries: dict[str, tuple[Principal, datetime]] = {}
         self._lock = threading.Lock()
 
-    def principal(
-        self, presented: str, verify: Callable[[str], Principal | None]
-    ) -> Principal | None:
-        """The key's principal, from memory while fresh, else from `verify` (the database)."""
+    def cached(self, presented: str) -> Principal | None:
+        """The key's principal while it is remembered and fresh; None otherwise."""
         if not self._ttl:
-            return verify(presented)
-        digest = hashlib.sha256(presented.encode()).hexdigest()
-        now = self._now()
-        cached = self._entries.get(digest)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        found = verify(presented)
+            return None
+        entry = self._entries.get(_digest(presented))
+        if entry is None or entry[1] <= self._now():
+            return None
+        return entry[0]
+
+    def remember(self, presented: str, found: Principal | None) -> None:
+        """Remember what the database said of a key: its principal, or forget it (None)."""
+        if not self._ttl:
+            return
+        digest = _digest(presented)
         with self._lock:
             if found is None:
                 self._entries.pop(digest, None)
-                return None
+                return
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[digest] = (found, now + self._ttl)
-        return found
+            self._entries[digest] = (found, self._now() + self._ttl)
+
+
+def _digest(presented: str) -> str:
+    return hashlib.sha256(presented.encode()).hexdigest()

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NotRequired
+from typing import Any, Final, NotRequired
 
 # typing_extensions, not typing: pydantic (the API) reads these, and needs its TypedDict
 # on Python < 3.12.
@@ -132,6 +132,21 @@ class IntegrationDto(TypedDict):
     nextSyncAt: str | None
     createdAt: str
     updatedAt: str
+
+
+# The columns `integration_api_view` reads: a list loads only these (models.queries).
+API_VIEW_COLUMNS: Final = (
+    Integration.id,
+    Integration.environment_id,
+    Integration.provider,
+    Integration.status,
+    Integration.filters,
+    Integration.first_sync_finished_at,
+    Integration.qa_passed_at,
+    Integration.data_last_received_at,
+    Integration.created_at,
+    Integration.updated_at,
+)
 
 
 def integration_api_view(integration: Integration) -> IntegrationApiView:

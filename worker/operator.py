@@ -37,6 +37,7 @@ from models.db import as_uuid, lock_integration
 from models.errors import IntegrationNotFound, InvalidValue, SyncsPaused
 from models.schema import Environment, Integration
 from models.serializers import (
+    API_VIEW_COLUMNS,
     ActionResult,
     EnvironmentDto,
     IntegrationApiView,
@@ -167,8 +168,9 @@ class Operator:
             query = queries.IntegrationQuery(
                 **{**query.__dict__, "workspace_id": self.workspace_id}
             )
+        only = () if view == "dto" else API_VIEW_COLUMNS
         with self._runtime.sessions() as session:
-            page = queries.list_integrations(session, query, after=after, limit=limit)
+            page = queries.list_integrations(session, query, after=after, limit=limit, only=only)
             if view == "dto":
                 return queries.Page([integration_dto(i) for i in page.items], page.next_cursor)
             return queries.Page([integration_api_view(i) for i in page.items], page.next_cursor)
