@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NotRequired
+from typing import Any, Final, NotRequired
 
 # typing_extensions, not typing: pydantic (the API) reads these, and needs its TypedDict
 # on Python < 3.12.
@@ -33,7 +33,7 @@ from typing_extensions import TypedDict
 
 from models.changes import Change
 from models.clock import ensure_utc
-from models.schema import Environment, Integration, StatusChange, SyncRun
+from models.schema import Environment, Integration, StatusChange, SyncedRecord, SyncRun
 from models.status import Status
 
 
@@ -132,6 +132,21 @@ class IntegrationDto(TypedDict):
     nextSyncAt: str | None
     createdAt: str
     updatedAt: str
+
+
+# The columns `integration_api_view` reads: a list loads only these (models.queries).
+API_VIEW_COLUMNS: Final = (
+    Integration.id,
+    Integration.environment_id,
+    Integration.provider,
+    Integration.status,
+    Integration.filters,
+    Integration.first_sync_finished_at,
+    Integration.qa_passed_at,
+    Integration.data_last_received_at,
+    Integration.created_at,
+    Integration.updated_at,
+)
 
 
 def integration_api_view(integration: Integration) -> IntegrationApiView:
@@ -310,6 +325,26 @@ def integration_states(integration: Integration, last_run: SyncRun | None) -> In
         "lastSyncOutcome": last_run.outcome if last_run else None,
         "lastSyncAt": _iso_or_none(last_run.finished_at) if last_run else None,
         "dataLastReceivedAt": _iso_or_none(integration.data_last_received_at),
+    }
+
+
+class SyncedRecordDto(TypedDict):
+    """One object a sync or a webhook brought in, as the API serves it."""
+
+    stream: str
+    externalId: str
+    data: dict[str, Any]
+    firstSeenAt: str
+    updatedAt: str
+
+
+def synced_record_dto(record: SyncedRecord) -> SyncedRecordDto:
+    return {
+        "stream": record.kind,
+        "externalId": record.external_id,
+        "data": dict(record.data),
+        "firstSeenAt": _iso(record.first_seen_at),
+        "updatedAt": _iso(record.updated_at),
     }
 
 

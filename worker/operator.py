@@ -37,12 +37,14 @@ from models.db import as_uuid, lock_integration
 from models.errors import IntegrationNotFound, InvalidValue, SyncsPaused
 from models.schema import Environment, Integration
 from models.serializers import (
+    API_VIEW_COLUMNS,
     ActionResult,
     EnvironmentDto,
     IntegrationApiView,
     IntegrationDto,
     IntegrationStates,
     StatusChangeDto,
+    SyncedRecordDto,
     SyncRunDto,
     describe_change,
     environment_dto,
@@ -51,10 +53,13 @@ from models.serializers import (
     integration_states,
     status_change_dto,
     sync_run_dto,
+    synced_record_dto,
 )
 from models.status import SYNCING_STATUSES, EnvironmentKind, Provider, parse_enum
 from models.sync_runs import Skipped
 from scheduler.dispatch import claim_one, release
+from worker.connectors.errors import ConfigurationError
+from worker.connectors.webhooks import WEBHOOK_SECRET_FIELD, ingest_webhook
 from worker.errors import BrokerUnavailable
 from worker.overview import overview
 from worker.runtime import Runtime
@@ -163,8 +168,9 @@ class Operator:
             query = queries.IntegrationQuery(
                 **{**query.__dict__, "workspace_id": self.workspace_id}
             )
+        only = () if view == "dto" else API_VIEW_COLUMNS
         with self._runtime.sessions() as session:
-            page = queries.list_integrations(session, query, after=after, limit=limit)
+            page = queries.list_integrations(session, query, after=after, limit=limit, only=only)
             if view == "dto":
                 return queries.Page([integration_dto(i) for i in page.items], page.next_cursor)
             return queries.Page([integration_api_view(i) for i in page.items], page.next_cursor)
@@ -183,6 +189,22 @@ class Operator:
             return [
                 sync_run_dto(run) for run in queries.sync_runs(session, integration.id, limit=limit)
             ]
+
+    def records(
+        self,
+        integration_id: str,
+        stream: str,
+        *,
+        after: str | None = None,
+        limit: int = queries.DEFAULT_PAGE_SIZE,
+    ) -> queries.Page[SyncedRecordDto]:
+        """A page of one stream's synced records; reading them is the host application's
+        API request, so the two-week development rule sees an integration in use."""
+        with self._runtime.sessions() as session, session.begin():
+            integration = self._find(session, integration_id)
+            page = queries.synced_records(session, integration.id, stream, after=after, limit=limit)
+            actions.record_api_request(session, integration.id, now=self._runtime.clock.now())
+            return queries.Page([synced_record_dto(r) for r in page.items], page.next_cursor)
 
     def environments(self, *, organization_id: str | None = None) -> list[EnvironmentDto]:
         """The environments (seed 003's workspaces) this operator sees."""
@@ -336,6 +358,37 @@ class Operator:
                 "dispatches its sync"
             )
         return ActionResult(True, f"sync of {subject} queued")
+
+    def receive_webhook(
+        self, integration_id: str, provider: Provider, headers: Mapping[str, str], body: bytes
+    ) -> int:
+        """Verify and store one provider webhook delivery for the integration; the number of
+        events stored, committed before this returns.
+
+        Raises IntegrationNotFound (no such live integration of that provider),
+        ConfigurationError (its credentials hold no `webhook_secret`) or WebhookRejected.
+        """
+        with self._runtime.sessions() as session:
+            integration = self._find(session, integration_id)
+            if integration.provider_enum is not provider or integration.deleted:
+                raise IntegrationNotFound(integration_id)
+            sealed = integration.credentials_encrypted
+        opened = self._runtime.keyring.open(sealed) if sealed else None
+        secret = opened.get(WEBHOOK_SECRET_FIELD) if opened else None
+        if not secret:
+            raise ConfigurationError(
+                f"{provider} webhooks: integration {integration_id} has no "
+                f"{WEBHOOK_SECRET_FIELD} among its credentials"
+            )
+        return ingest_webhook(
+            self._runtime.sessions,
+            integration.id,
+            provider,
+            headers,
+            body,
+            secret=secret,
+            now=self._runtime.clock.now(),
+        )
 
     def sync_inline(self, integration_id: str) -> Finished | Skipped:
         """Run one sync in this process, for debugging one integration."""

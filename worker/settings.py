@@ -138,6 +138,17 @@ class Settings:
     # Where `syncworker api` listens: loopback unless told otherwise.
     api_host: str = field(default="127.0.0.1", metadata=env("API_HOST", name_text(253)))
     api_port: int = field(default=8000, metadata=env("API_PORT", whole(1, 65535)))
+    # How long the API trusts a verified key without asking the database again: a key
+    # check would otherwise double the queries of a read. Revocation takes effect within
+    # it; 0 checks every request.
+    api_key_cache_ttl_s: int = field(
+        default=5, metadata=env("API_KEY_CACHE_TTL", whole(0, 60, " s"))
+    )
+    # The largest webhook body the receiver reads: a provider's event is a few KiB, so
+    # 1 MiB leaves room for any real one while a flood is refused (413) after 1 MiB.
+    api_webhook_max_bytes: int = field(
+        default=1024 * 1024, metadata=env("API_WEBHOOK_MAX_BYTES", whole(1024, 16 * 1024 * 1024))
+    )
     # Signs the integrations page's session cookies; generated in data_dir when embedded.
     api_session_secret: str | None = field(
         default=None,

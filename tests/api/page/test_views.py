@@ -15,8 +15,7 @@ from api.page.site import HEADERS
 from api.page.statuses import STATUS_TEXTS
 from models.status import Status, SyncOutcome
 from scheduler.marks import mark
-from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
-from tests.api.page.conftest import Sync
+from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api, Sync
 
 SECRET = "sk_test_PageNeverShowsThis0001"
 
