@@ -26,23 +26,25 @@ from api.schemas import (
     SyncedRecordPage,
     WorkspaceIntegration,
 )
+from models.changes import SYSTEM_ACTOR
 from models.errors import InvalidValue
 from models.inputs import checked_actor
-from models.queries import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, IntegrationQuery
+from models.queries import DEFAULT_PAGE_SIZE, MAX_CURSOR_CHARS, MAX_PAGE_SIZE, IntegrationQuery
 from models.serializers import ActionResultDict, IntegrationApiView, IntegrationStates
 from models.status import ApiStatus, Provider, Status
 
 router = APIRouter(prefix="/v1/integrations", tags=["integrations"])
 
 # The audit trail's own actor: a caller may not pass itself off as the system.
-RESERVED_ACTORS: Final = frozenset({"system"})
+RESERVED_ACTORS: Final = frozenset({SYSTEM_ACTOR})
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page")]
 After = Annotated[
-    str | None, Query(max_length=2100, description="The previous page's `nextCursor`")
+    str | None,
+    Query(max_length=MAX_CURSOR_CHARS, description="The previous page's `nextCursor`"),
 ]
 
 
-def actor_of(
+async def actor_of(
     caller: Caller,
     x_actor: Annotated[
         str | None,

@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -178,9 +179,8 @@ class Servers:
         self._database_url = database_url
 
     def __enter__(self) -> Servers:
-        for offset, which in enumerate(("bare", "api", "api-uncached")):
-            port = 18_700 + offset + random.randrange(0, 200) * 3
-            self.ports[which] = port
+        for which in ("bare", "api", "api-uncached"):
+            port = self.ports[which] = _free_port()
             command = [sys.executable, __file__, "--serve", which, "--port", str(port)]
             command += ["--database-url", self._database_url]
             self._children.append(subprocess.Popen(command))  # noqa: S603 - this script
@@ -193,6 +193,14 @@ class Servers:
             child.terminate()
         for child in self._children:
             child.wait(timeout=30)
+
+
+def _free_port() -> int:
+    """A port nothing listens on now (the child binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 async def _wait_for(port: int) -> None:

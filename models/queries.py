@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Generic, TypeVar
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Connection, Row, Select, bindparam, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session, load_only, raiseload
 
 from models.clock import ensure_utc
 from models.errors import InvalidValue
 from models.schema import Environment, Integration, StatusChange, SyncedRecord, SyncRun
+from models.serializers import API_VIEW_COLUMNS
 from models.status import API_STATUS, ApiStatus, Provider, Status
 
 # A page holds at most this many rows: enough for a screen or a batch job, small enough
@@ -167,6 +168,24 @@ def synced_records(
     if len(rows) <= limit:
         return Page(rows)
     return Page(rows[:limit], _pack([rows[limit - 1].external_id]))
+
+
+def api_view_row(
+    connection: Connection, integration_id: uuid.UUID, *, workspace_id: str | None
+) -> Row[Any] | None:
+    """One integration's API-view columns (in the workspace, if given), or None."""
+    if workspace_id is None:
+        return connection.execute(_API_VIEW_BY_ID, {"id": integration_id}).first()
+    params = {"id": integration_id, "workspace": workspace_id}
+    return connection.execute(_API_VIEW_BY_ID_IN_WORKSPACE, params).first()
+
+
+# Built once: a statement made per call costs more to build and to match to its cached
+# compilation (about 0.3 ms of CPU) than the database takes to answer it.
+_API_VIEW_BY_ID: Final = select(*API_VIEW_COLUMNS).where(Integration.id == bindparam("id"))
+_API_VIEW_BY_ID_IN_WORKSPACE: Final = _API_VIEW_BY_ID.where(
+    Integration.environment_id == bindparam("workspace")
+)
 
 
 def status_history(

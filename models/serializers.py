@@ -27,6 +27,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, NotRequired
 
+from sqlalchemy import Row
+
 # typing_extensions, not typing: pydantic (the API) reads these, and needs its TypedDict
 # on Python < 3.12.
 from typing_extensions import TypedDict
@@ -34,7 +36,7 @@ from typing_extensions import TypedDict
 from models.changes import Change
 from models.clock import ensure_utc
 from models.schema import Environment, Integration, StatusChange, SyncedRecord, SyncRun
-from models.status import Status
+from models.status import API_STATUS, Status
 
 
 class SetupStatus(StrEnum):
@@ -52,7 +54,12 @@ class QaStatus(StrEnum):
     PASSED = "passed"
 
 
-def setup_status(integration: Integration) -> SetupStatus:
+# An integration as the API view reads it: the ORM row, or a Core row of API_VIEW_COLUMNS
+# (a single read skips the ORM's per-object work).
+IntegrationFields = Integration | Row[Any]
+
+
+def setup_status(integration: IntegrationFields) -> SetupStatus:
     """The one mapping to `setupStatus`.
 
     `incomplete` while in `setup` or, in any status, while no filters are configured
@@ -61,14 +68,14 @@ def setup_status(integration: Integration) -> SetupStatus:
     first attempt that failed on authentication does not count, as in
     `models.sync_runs`); `completed` after.
     """
-    if integration.status_enum is Status.SETUP or not integration.has_filters:
+    if integration.status == Status.SETUP or not integration.filters:
         return SetupStatus.INCOMPLETE
     if integration.first_sync_finished_at is None:
         return SetupStatus.FIRST_SYNC_PENDING
     return SetupStatus.COMPLETED
 
 
-def qa_status(integration: Integration) -> QaStatus | None:
+def qa_status(integration: IntegrationFields) -> QaStatus | None:
     """The one mapping to `qaStatus`.
 
     `pending` while in `quality_assurance`, `passed` once an operator resolved it
@@ -76,7 +83,7 @@ def qa_status(integration: Integration) -> QaStatus | None:
     resolution (deactivated or deleted from `quality_assurance`), so that reads None
     too; the audit trail has the full story.
     """
-    if integration.status_enum is Status.QUALITY_ASSURANCE:
+    if integration.status == Status.QUALITY_ASSURANCE:
         return QaStatus.PENDING
     if integration.qa_passed_at is not None:
         return QaStatus.PASSED
@@ -149,7 +156,7 @@ API_VIEW_COLUMNS: Final = (
 )
 
 
-def integration_api_view(integration: Integration) -> IntegrationApiView:
+def integration_api_view(integration: IntegrationFields) -> IntegrationApiView:
     """The API form of an integration (seed 003's WorkspaceIntegration).
 
     `workspaceId` is the environment's id: a seed 003 workspace owns integrations and
@@ -160,7 +167,7 @@ def integration_api_view(integration: Integration) -> IntegrationApiView:
         "id": str(integration.id),
         "workspaceId": integration.environment_id,
         "provider": integration.provider,
-        "status": integration.api_status.value,
+        "status": API_STATUS[Status(integration.status)].value,
         "dataLastReceivedAt": _iso_or_none(integration.data_last_received_at),
         "createdAt": _iso(integration.created_at),
         "updatedAt": _iso(integration.updated_at),
