@@ -1,4 +1,4 @@
-"""Every sync ends: a deadline, a page budget, a cursor that must move, a total request deadline.
+"""Every sync ends, bounded: deadline, page budget, moving cursor, request deadline, size, depth.
 
 The provider is an `httpx.MockTransport` (a real transport: the requests go through
 the real client code), answering Stripe-shaped lists; time is a manual monotonic
@@ -7,6 +7,9 @@ clock the transport moves, never a real wait.
 
 from __future__ import annotations
 
+import gzip
+import json
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,9 +20,17 @@ import pytest
 from models.status import SyncOutcome
 from tests.worker.connectors.conftest import RecordingSink
 from worker.connectors.base import SyncContext, run_sync
-from worker.connectors.errors import RequestTimedOut, TransientError
+from worker.connectors.bodies import MIB
+from worker.connectors.errors import (
+    RequestRejected,
+    RequestTimedOut,
+    ResponseTooDeep,
+    ResponseTooLarge,
+    TransientError,
+)
 from worker.connectors.http import HttpOptions, ProviderClient, RetryPolicy
 from worker.connectors.limits import SyncLimits, bounded
+from worker.connectors.responses import error_fields
 from worker.connectors.stripe import StripeConnector
 
 KEY = {"secret_key": "sk_test_limits"}
@@ -190,3 +201,92 @@ def test_a_request_deadline_is_clipped_to_what_is_left_of_the_sync() -> None:
         client.authorized().get_json("/v1/customers")
 
     assert [stream.sent for stream in streams] == [5]
+
+
+def _fetch(handler: Callable[[httpx.Request], httpx.Response], **options: Any) -> Any:
+    """GET a JSON list from `handler` through the real client, reading Stripe-like errors."""
+    http = HttpOptions(transport=httpx.MockTransport(handler), **options)
+    detail = error_fields(("error", "code"))
+    with ProviderClient("https://provider.test", options=http, error_detail=detail) as client:
+        return client.authorized().get_json("/v1/customers")
+
+
+class Chunks(httpx.SyncByteStream):
+    """A body sent in chunks, counting how many were read."""
+
+    def __init__(self, body: bytes, size: int = 64 * 1024) -> None:
+        self.parts = [body[at : at + size] for at in range(0, len(body), size)]
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self.parts:
+            self.read += 1
+            yield part
+
+
+def _bomb(decoded_mb: int) -> bytes:
+    """A gzip body of about decoded_mb / 1000 MiB that inflates to `decoded_mb` MiB."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"\0" * MIB
+    return b"".join(packer.compress(block) for _ in range(decoded_mb)) + packer.flush()
+
+
+def test_a_gzip_bomb_is_refused_at_the_decoded_cap_while_streaming() -> None:
+    # given a ~200 KiB gzip body inflating to 200 MiB, and a 1 MiB cap
+    body = Chunks(_bomb(200))
+
+    def bomb(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=body)
+
+    with pytest.raises(ResponseTooLarge, match="more than 1 MiB"):
+        _fetch(bomb, max_response_bytes=MIB)
+
+    # then it stopped in the first chunk of the compressed body, never inflating the rest
+    assert len(body.parts) > 1 and body.read == 1
+
+
+def test_a_body_within_the_cap_is_decoded_from_gzip() -> None:
+    payload = gzip.compress(json.dumps({"data": [1, 2, 3]}).encode())
+
+    def small(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=Chunks(payload, 7))
+
+    assert _fetch(small, max_response_bytes=MIB) == {"data": [1, 2, 3]}
+
+
+def test_a_plain_body_past_the_cap_is_refused() -> None:
+    def large(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Chunks(b"[" + b"1," * MIB + b"1]"))
+
+    with pytest.raises(ResponseTooLarge):
+        _fetch(large, max_response_bytes=MIB)
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+def test_deeply_nested_json_is_a_classified_error_not_a_recursion_error(depth: int) -> None:
+    def deep(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"[" * depth + b"]" * depth)
+
+    with pytest.raises(ResponseTooDeep, match="deeper than 64 levels"):
+        _fetch(deep)
+
+
+def test_a_deeply_nested_error_body_still_classifies_the_status() -> None:
+    def deep(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, content=b"[" * 100_000 + b"]" * 100_000)
+
+    with pytest.raises(RequestRejected, match="400 Bad Request"):
+        _fetch(deep)
+
+
+def test_a_sync_given_deep_json_fails_its_stream_with_a_reason(
+    make_context: Callable[..., SyncContext],
+) -> None:
+    def deep(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"[" * 100_000 + b"]" * 100_000)
+
+    with _stripe(deep) as connector:
+        result = run_sync(connector, _context(make_context, SyncLimits()), RecordingSink())
+
+    assert result.outcome is SyncOutcome.FAILED
+    assert "nests deeper than 64 levels" in (result.error or "")
