@@ -18,7 +18,8 @@
     │   ├── TransientError          timeouts, 429, 5xx (retry_after)     -> retried, then failed
     │   │   └── RequestTimedOut     a body still arriving at the request's total deadline
     │   ├── ConfigurationError      filters or configuration unusable    -> failed
-    │   │   └── InvalidFilters
+    │   │   ├── InvalidFilters
+    │   │   └── BlockedHost         a customer's host resolving to a non-public address
     │   ├── SyncLimitExceeded       a sync's deadline or page budget     -> failed, or
     │   │   ├── SyncDeadlineExceeded                   succeeded_with_warnings if it stored pages
     │   │   └── PageBudgetExceeded

@@ -8,7 +8,8 @@ They are a branch of the project's one hierarchy (`worker.errors` draws all of i
         ├── TransientError          timeouts, connection errors, 429, 5xx  -> retry, then failed
         │   └── RequestTimedOut     a body still arriving at the request's total deadline
         ├── ConfigurationError      filters or configuration unusable      -> failed
-        │   └── InvalidFilters      filters naming what the connector lacks (an InvalidValue too)
+        │   ├── InvalidFilters      filters naming what the connector lacks (an InvalidValue too)
+        │   └── BlockedHost         a customer's host that is, or resolves to, a non-public address
         ├── SyncLimitExceeded       a sync ran out of time or pages        -> see below
         │   ├── SyncDeadlineExceeded    past SYNCWORKER_SYNC_DEADLINE
         │   └── PageBudgetExceeded      past SYNCWORKER_SYNC_MAX_PAGES requests
@@ -77,6 +78,10 @@ class SyncDeadlineExceeded(SyncLimitExceeded):
 
 class PageBudgetExceeded(SyncLimitExceeded):
     """Raised when a sync has made as many requests as its page budget allows."""
+
+
+class BlockedHost(ConfigurationError):
+    """Raised when a customer-supplied host is, or resolves to, an address that is not public."""
 
 
 class ProviderError(ConnectorError):

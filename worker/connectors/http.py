@@ -50,6 +50,7 @@ import httpx
 import structlog
 
 from worker.backoff import Backoff
+from worker.connectors.addresses import Pinned, Resolver, pin, system_resolver
 from worker.connectors.bodies import ACCEPT_ENCODING, MIB, read_body
 from worker.connectors.errors import (
     AuthFailed,
@@ -99,6 +100,9 @@ class HttpOptions:
     random: Callable[[], float] = _random.random
     wall_clock: Callable[[], float] = time.time  # epoch seconds, for HTTP-dates and resets
     monotonic: Callable[[], float] = time.monotonic  # for request deadlines
+    # Customer hosts on loopback (SYNCWORKER_ALLOW_LOOPBACK_HOSTS): only tests and the demo.
+    allow_loopback: bool = False
+    resolve: Resolver = system_resolver
     transport: httpx.BaseTransport | None = None
 
 
@@ -178,13 +182,15 @@ class ProviderClient:
         headers: Mapping[str, str] | None = None,
         *,
         base_url: str | None = None,
+        customer_host: bool = False,
     ) -> ProviderSession:
         """A view of this client sending one integration's credentials; it shares the pool.
 
         `base_url`, when given, is that integration's own host (a Shopify shop, a
-        WooCommerce store), used instead of the client's.
+        WooCommerce store), used instead of the client's. `customer_host`: the customer
+        named that host, so every request is checked and pinned (`worker.connectors.addresses`).
         """
-        return ProviderSession(self, auth, dict(headers or {}), base_url)
+        return ProviderSession(self, auth, dict(headers or {}), base_url, customer_host)
 
     def request(
         self,
@@ -194,12 +200,17 @@ class ProviderClient:
         base_url: str | None = None,
         auth: httpx.Auth | None = None,
         headers: Mapping[str, str] | None = None,
+        customer_host: bool = False,
         **content: Any,
     ) -> httpx.Response:
-        """Send one call, retrying transient failures; a 2xx response or an exception."""
+        """Send one call, retrying transient failures; a 2xx response or an exception.
+
+        `customer_host`: `base_url` is a customer's, so the request is checked and pinned.
+        """
         endpoint = f"{method} {path.partition('?')[0]}"
         url = join_url(base_url, path) if base_url else path
         budget = current_budget()
+        pinned: Pinned | None = None
         attempt = 0
         while True:
             attempt += 1
@@ -210,6 +221,11 @@ class ProviderClient:
             )
             if budget is not None and attempt == 1:
                 budget.spend(method, endpoint, str(request.url))
+            if customer_host and base_url:
+                pinned = pinned or self._pin(request, base_url, endpoint)
+                request.url = pinned.url
+                request.headers.update(pinned.headers)
+                request.extensions.update(pinned.extensions)
             self._pace(endpoint)
             try:
                 response = self._send(request, auth, endpoint, seconds)
@@ -223,6 +239,16 @@ class ProviderClient:
                     return response
                 failure = found
             self._wait_or_give_up(endpoint, failure, attempt)
+
+    def _pin(self, request: httpx.Request, base_url: str, endpoint: str) -> Pinned:
+        options = self.options
+        return pin(
+            request.url,
+            httpx.URL(base_url).host,
+            endpoint,
+            allow_loopback=options.allow_loopback,
+            resolve=options.resolve,
+        )
 
     def _seconds_for(self, endpoint: str, budget: SyncBudget | None) -> float:
         """This attempt's total seconds: the request deadline, clipped to the sync's."""
@@ -327,6 +353,7 @@ class ProviderSession:
     _auth: httpx.Auth | None = field(repr=False)
     _headers: dict[str, str] = field(repr=False)
     _base_url: str | None = None  # None: the client's
+    _customer_host: bool = False  # `_base_url` is the customer's: check and pin its addresses
     _pause: float = 0.0
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -362,6 +389,7 @@ class ProviderSession:
             method,
             path,
             base_url=self._base_url,
+            customer_host=self._customer_host,
             auth=self._auth,
             headers=self._headers,
             **content,
