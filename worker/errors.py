@@ -14,7 +14,8 @@
     │   ├── DecryptionFailed        no configured key opens a ciphertext
     │   └── InvalidCredentials
     ├── ConnectorError              worker.connectors.errors: talking to a provider
-    │   ├── AuthFailed              401/403, a revoked or wrong key      -> auth_failed
+    │   ├── AuthFailed              401, a revoked or wrong key          -> auth_failed
+    │   │   └── PermissionDenied    403 on one stream -> a warning; on every stream -> auth_failed
     │   ├── TransientError          timeouts, 429, 5xx (retry_after)     -> retried, then failed
     │   │   └── RequestTimedOut     a body still arriving at the request's total deadline
     │   ├── ConfigurationError      filters or configuration unusable    -> failed

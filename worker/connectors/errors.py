@@ -4,7 +4,9 @@ They are a branch of the project's one hierarchy (`worker.errors` draws all of i
 
     SyncWorkerError                 (models.errors)
     └── ConnectorError
-        ├── AuthFailed              401/403, a revoked or wrong key        -> auth_failed
+        ├── AuthFailed              401, a revoked or wrong key            -> auth_failed
+        │   └── PermissionDenied    403: the key works but may not read this -> a warning naming
+        │                           the stream, auth_failed only when no stream is allowed
         ├── TransientError          timeouts, connection errors, 429, 5xx  -> retry, then failed
         │   └── RequestTimedOut     a body still arriving at the request's total deadline
         ├── ConfigurationError      filters or configuration unusable      -> failed
@@ -43,6 +45,10 @@ class ConnectorError(SyncWorkerError):
 
 class AuthFailed(ConnectorError):
     """Raised when the provider rejects the credentials (401, 403 or a revoked token)."""
+
+
+class PermissionDenied(AuthFailed):
+    """Raised when the provider answers 403: the credential lacks a permission for one endpoint."""
 
 
 class TransientError(ConnectorError):

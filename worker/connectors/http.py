@@ -11,7 +11,8 @@ serves every customer.
 Classification happens here and nowhere else:
 
 - 2xx: returned (JSON decoded by the `*_json` calls, else `MalformedResponse`).
-- 401/403: `AuthFailed`, at once.
+- 401: `AuthFailed`, at once; 403: `PermissionDenied` (an `AuthFailed`), at once: the
+  key authenticated but lacks a permission, which `sync_streams` reports per stream.
 - timeouts, connection errors, 408, 429, 5xx: retried with exponential backoff
   and full jitter, honouring `Retry-After` (seconds or HTTP-date) and, for 429,
   the provider's rate-limit headers (`worker.connectors.rate_limits`); after
@@ -54,6 +55,7 @@ from worker.connectors.addresses import Pinned, Resolver, pin, system_resolver
 from worker.connectors.bodies import ACCEPT_ENCODING, MIB, read_body
 from worker.connectors.errors import (
     AuthFailed,
+    PermissionDenied,
     RequestRejected,
     RequestTimedOut,
     TransientError,
@@ -295,7 +297,9 @@ class ProviderClient:
             return None
         detail = self._error_detail(response) if self._error_detail else None
         reason = f"{status} {response.reason_phrase}" + (f" ({detail})" if detail else "")
-        if status in (401, 403):
+        if status == 403:
+            raise PermissionDenied(f"{endpoint}: {reason}: the credential lacks this permission")
+        if status == 401:
             raise AuthFailed(f"{endpoint}: {reason}")
         if status in (408, 429) or status >= 500:
             return _Failure(reason, self._retry_after(response))
