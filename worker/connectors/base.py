@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Protocol
@@ -46,6 +46,7 @@ from worker.connectors.errors import (
 )
 from worker.connectors.http import HttpOptions, ProviderClient
 from worker.connectors.limits import SyncLimits, bounded
+from worker.connectors.redaction import clean_message
 
 log = structlog.get_logger(__name__)
 
@@ -283,10 +284,18 @@ def run_sync(connector: Connector, ctx: SyncContext, sink: PageSink) -> SyncResu
     """
     try:
         with bounded(ctx.limits):
-            return connector.sync(ctx, sink)
+            result = connector.sync(ctx, sink)
     except TransientError:
         raise
     except (AuthFailed, InvalidCredentials) as exc:
-        return SyncResult(SyncOutcome.AUTH_FAILED, error=str(exc))
+        result = SyncResult(SyncOutcome.AUTH_FAILED, error=str(exc))
     except ConnectorError as exc:
-        return SyncResult(SyncOutcome.FAILED, error=str(exc))
+        result = SyncResult(SyncOutcome.FAILED, error=str(exc))
+    return cleaned(result)
+
+
+def cleaned(result: SyncResult) -> SyncResult:
+    """The result with its error and warnings bounded, printable and free of keys."""
+    error = clean_message(result.error) if result.error is not None else None
+    warnings = tuple(clean_message(warning) for warning in result.warnings)
+    return replace(result, error=error, warnings=warnings)

@@ -33,7 +33,8 @@ bucket there, so every process shares one budget per key.
 
 Messages name `METHOD /path` only: never the host a session adds, the query
 string, a header or the provider's free-text message, so secrets cannot leak
-into them.
+into them. The provider's error code and reason phrase are cleaned
+(`worker.connectors.redaction.clean_detail`: bounded, printable, keys redacted).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from worker.connectors.errors import (
 )
 from worker.connectors.limits import SyncBudget, current_budget
 from worker.connectors.rate_limits import RateLimitHook, parse_retry_after, rate_limit_wait
+from worker.connectors.redaction import clean_detail
 from worker.connectors.responses import ErrorDetail, decode_json
 
 log = structlog.get_logger(__name__)
@@ -295,8 +297,12 @@ class ProviderClient:
         status = response.status_code
         if 200 <= status < 300:
             return None
-        detail = self._error_detail(response) if self._error_detail else None
-        reason = f"{status} {response.reason_phrase}" + (f" ({detail})" if detail else "")
+        found = self._error_detail(response) if self._error_detail else None
+        detail = clean_detail(found) if found else None
+        # The reason phrase is the server's own text too (`HTTP/1.1 403 <anything>`).
+        reason = f"{status} {clean_detail(response.reason_phrase)}" + (
+            f" ({detail})" if detail else ""
+        )
         if status == 403:
             raise PermissionDenied(f"{endpoint}: {reason}: the credential lacks this permission")
         if status == 401:
