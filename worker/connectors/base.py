@@ -22,6 +22,7 @@ than failing the first sync (which would send the integration to QA).
 
 from __future__ import annotations
 
+import re
 from abc import ABC
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -150,11 +151,24 @@ class HttpConnector(ABC):
         self.close()
 
 
-def credential(raw: Mapping[str, Any], name: str, *, provider: Provider) -> str:
-    """A required non-empty text credential, or `InvalidCredentials` naming it."""
+def credential(
+    raw: Mapping[str, Any], name: str, *, provider: Provider, header_safe: bool = True
+) -> str:
+    """A required non-empty text credential, or `InvalidCredentials` naming it.
+
+    `header_safe` (all but key files): only printable ASCII without spaces, the characters
+    an HTTP header or URL can carry, so a pasted non-ASCII or control character is
+    refused here, naming the field (never the value), not met as a `UnicodeEncodeError`
+    in the middle of a sync.
+    """
     value = raw.get(name)
     if not isinstance(value, str) or not value.strip():
         raise InvalidCredentials(f"{provider} credentials: {name} is required (non-empty text)")
+    if header_safe and not HEADER_SAFE.fullmatch(value.strip(" ")):
+        raise InvalidCredentials(
+            f"{provider} credentials: {name} must be printable ASCII without spaces "
+            "(it holds a non-ASCII, control or space character)"
+        )
     return value
 
 
@@ -209,6 +223,8 @@ def checked_filters(
     return dict(filters)
 
 
+# What a credential sent in a header or URL may hold: printable ASCII, no space.
+HEADER_SAFE: Final = re.compile(r"[\x21-\x7e]+")
 # How many unknown names an error lists (the rest are counted).
 SHOWN_NAMES: Final = 5
 
