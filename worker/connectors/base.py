@@ -48,6 +48,7 @@ from worker.connectors.errors import (
 from worker.connectors.http import HttpOptions, ProviderClient
 from worker.connectors.limits import SyncLimits, bounded
 from worker.connectors.redaction import clean_message
+from worker.connectors.stamps import StampCheck, checking_stamps, stamp_check
 
 log = structlog.get_logger(__name__)
 
@@ -261,6 +262,7 @@ def sync_streams(
     tally = SyncTally()
     failures: list[str] = []
     denied = 0
+    check = stamp_check()
     for stream in streams:
         try:
             sync_stream(stream, tally)
@@ -270,6 +272,8 @@ def sync_streams(
             denied += isinstance(exc, PermissionDenied)
         except SyncLimitExceeded as exc:
             return limited(tally, [*failures, f"{stream}: {exc}"])
+        finally:
+            _warn_ignored_stamps(stream, check, tally)
     if streams and len(failures) == len(streams):
         # A key allowed to read none of the streams is as good as a wrong one.
         outcome = SyncOutcome.AUTH_FAILED if denied == len(streams) else SyncOutcome.FAILED
@@ -277,6 +281,15 @@ def sync_streams(
     warnings = (*tally.warnings, *failures)
     outcome = SyncOutcome.SUCCEEDED_WITH_WARNINGS if warnings else SyncOutcome.SUCCEEDED
     return SyncResult(outcome, tally.records, warnings)
+
+
+def _warn_ignored_stamps(stream: str, check: StampCheck, tally: SyncTally) -> None:
+    ignored = check.take_ignored()
+    if ignored:
+        tally.warn(
+            f"{stream}: {ignored} records had a date outside the sane range (after "
+            f"{check.latest:%Y-%m-%d} or before 1970); stored, but they did not move the cursor"
+        )
 
 
 def limited(tally: SyncTally, failures: Sequence[str]) -> SyncResult:
@@ -299,7 +312,7 @@ def run_sync(connector: Connector, ctx: SyncContext, sink: PageSink) -> SyncResu
     credentials will.
     """
     try:
-        with bounded(ctx.limits):
+        with bounded(ctx.limits), checking_stamps(ctx.now):
             result = connector.sync(ctx, sink)
     except TransientError:
         raise
