@@ -217,11 +217,12 @@ class WalkCursor(Generic[K]):
         cls, keys: WalkKeys[K], stored: Mapping[str, Any] | None, stream: str, tally: SyncTally
     ) -> WalkCursor[K]:
         """The stored cursor; an unreadable one restarts the walk with a warning."""
-        load = lambda: cls._load(keys, stored or {})  # noqa: E731 - read only inside `restore`
+        load = lambda: cls.load(keys, stored or {})  # noqa: E731 - read only inside `restore`
         return restore(stream, tally, load, lambda: cls.start(keys))
 
     @classmethod
-    def _load(cls, keys: WalkKeys[K], stored: Mapping[str, Any]) -> WalkCursor[K]:
+    def load(cls, keys: WalkKeys[K], stored: Mapping[str, Any]) -> WalkCursor[K]:
+        """The stored cursor; `TypeError` naming what is unreadable."""
         page = stored.get(keys.page)
         if page is not None and not isinstance(page, str):
             raise TypeError(f"{keys.page} is not text")

@@ -54,7 +54,7 @@ def test_an_absurd_created_is_stored_but_leaves_the_cursor_where_it_was(
 
     # then the record is stored, the cursor is the newest sane stamp, and a warning says so
     assert ("customers", ABSURD_IDS[0]) in sink.records
-    assert sink.cursors["customers"]["created_gte"] == START + 3
+    assert sink.cursors["customers"]["events"]["created_gte"] == START + 3
     assert result.outcome is SyncOutcome.SUCCEEDED_WITH_WARNINGS
     assert any(
         "customers: 1 records had a date outside the sane range" in w for w in result.warnings
@@ -68,12 +68,14 @@ def test_a_stored_absurd_cursor_restarts_the_stream_instead_of_stalling_it(
 ) -> None:
     # given a cursor stored by an earlier version from an absurd record
     fake_stripe.add_account("sk_test_stuck", customers=5)
-    stuck = {"customers": {"created_gte": 99_999_999_999_999_999_999_999, "skip_ids": []}}
+    absurd = 99_999_999_999_999_999_999_999
+    stuck = {"customers": {"events": {"created_gte": absurd, "checked": 1_767_225_600}}}
     ctx = make_context({"secret_key": "sk_test_stuck"}, cursors=stuck)
     sink = RecordingSink()
 
     result = run_sync(make_stripe(), replace(ctx, filters={"objects": ["customers"]}), sink)
 
     assert result.records == 5
-    assert "created_gte is outside the sane range); synced from the start" in result.warnings[0]
+    assert "(created_gte is outside the sane range); listed again in full" in result.warnings[0]
     assert "created[gte]" not in fake_stripe.requests_to("/v1/customers")[0].query
+    assert fake_stripe.requests_to("/v1/events") == []
