@@ -151,25 +151,23 @@ class FakeStripe(FakeServer):
             return self.error_response(400, f"limit must be between 1 and {MAX_LIMIT}")
         if kind == "subscriptions" and request.query.get("status") != "all":
             objects = [obj for obj in objects if obj["status"] != "canceled"]
-        newest_first = sorted(
-            (obj for obj in objects if obj["created"] >= gte),
-            key=lambda obj: (obj["created"], obj["id"]),
-            reverse=True,
-        )
+        matching = [obj for obj in objects if obj["created"] >= gte]
+        return self._page(request, matching, limit, f"/v1/{kind}", OBJECT_NAMES[kind])
+
+    def _page(
+        self, request: Request, items: list[dict[str, Any]], limit: int, url: str, name: str
+    ) -> Response:
+        """One page of `items` newest first, after `starting_after`, as Stripe lists answer."""
+        newest_first = sorted(items, key=lambda item: (item["created"], item["id"]), reverse=True)
         start = 0
         if after := request.query.get("starting_after"):
-            ids = [obj["id"] for obj in newest_first]
+            ids = [item["id"] for item in newest_first]
             if after not in ids:
-                return self.error_response(400, f"No such {OBJECT_NAMES[kind]}: '{after}'")
+                return self.error_response(400, f"No such {name}: '{after}'")
             start = ids.index(after) + 1
         page = newest_first[start : start + limit]
-        body = {
-            "object": "list",
-            "data": page,
-            "url": f"/v1/{kind}",
-            "has_more": start + limit < len(newest_first),
-        }
-        return Response.json(body)
+        has_more = start + limit < len(newest_first)
+        return Response.json({"object": "list", "data": page, "url": url, "has_more": has_more})
 
     def _list_events(self, request: Request) -> Response:
         with self._data_lock:
@@ -191,17 +189,7 @@ class FakeStripe(FakeServer):
             and event["created"] > gt
             and (wanted == "*" or _type_matches(event["type"], wanted))
         ]
-        newest_first = sorted(matching, key=lambda e: (e["created"], e["id"]), reverse=True)
-        start = 0
-        if after := request.query.get("starting_after"):
-            ids = [event["id"] for event in newest_first]
-            if after not in ids:
-                return self.error_response(400, f"No such event: '{after}'")
-            start = ids.index(after) + 1
-        page = newest_first[start : start + limit]
-        has_more = start + limit < len(newest_first)
-        body = {"object": "list", "data": page, "url": "/v1/events", "has_more": has_more}
-        return Response.json(body)
+        return self._page(request, matching, limit, "/v1/events", "event")
 
 
 def _type_matches(event_type: str, wanted: str) -> bool:

@@ -36,7 +36,6 @@ from models.status import Provider
 from models.sync_runs import SyncResult
 from worker.connectors.base import (
     HttpConnector,
-    Page,
     PageSink,
     Record,
     SyncContext,
@@ -47,9 +46,8 @@ from worker.connectors.base import (
     sync_streams,
 )
 from worker.connectors.cursors import EPOCH, WalkCursor, WalkKeys
-from worker.connectors.errors import MalformedResponse
-from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient, ProviderSession
-from worker.connectors.responses import error_fields, require
+from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient
+from worker.connectors.responses import error_fields
 from worker.connectors.stripe_events import (
     EVENTS,
     LISTED_FROM,
@@ -57,6 +55,7 @@ from worker.connectors.stripe_events import (
     RETENTION_MARGIN,
     EventsCursor,
     EventSync,
+    StripeWalk,
 )
 
 log = structlog.get_logger(__name__)
@@ -112,54 +111,52 @@ class StripeConnector(HttpConnector):
         def sync_stream(stream: str, tally: SyncTally) -> None:
             stored = ctx.cursors.get(stream) or {}
             events = _events_cursor(stream, stored, now_s, tally)
+            size = self.page_size
             if events is not None:
-                EventSync(api, stream, self.page_size, events, now_s, sink, tally).run()
+                EventSync(
+                    api=api,
+                    stream=stream,
+                    page_size=size,
+                    sink=sink,
+                    tally=tally,
+                    cursor=events,
+                    now_s=now_s,
+                ).run()
             else:
                 listing = _listing(stored) if EVENTS not in stored else {}
                 cursor = WalkCursor.restore(CURSOR, listing, stream, tally)
                 began = listing.get(LISTED_FROM)
-                listed_from = began if isinstance(began, int) else now_s
-                _StreamSync(api, stream, self.page_size, cursor, sink, tally, listed_from).run()
+                _StreamSync(
+                    api=api,
+                    stream=stream,
+                    page_size=size,
+                    sink=sink,
+                    tally=tally,
+                    cursor=cursor,
+                    listed_from=began if isinstance(began, int) else now_s,
+                ).run()
             log.debug("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
         streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
         return sync_streams(streams, sync_stream)
 
 
-@dataclass
-class _StreamSync:
-    """Pages through one stream, storing each page with the cursor that follows it."""
+@dataclass(kw_only=True)
+class _StreamSync(StripeWalk):
+    """Lists one stream in full, newest first, then hands it over to its events."""
 
-    api: ProviderSession
-    stream: str
-    page_size: int
     cursor: WalkCursor[int]
-    sink: PageSink
-    tally: SyncTally
     listed_from: int  # when this full listing began (epoch seconds)
-    unreadable: int = 0
 
-    def run(self) -> None:
-        has_more = True
-        while has_more:
-            payload = self._fetch()
-            data = require(payload, "data", list, endpoint=self.endpoint)
-            has_more = require(payload, "has_more", bool, endpoint=self.endpoint)
-            records, last_id = self._records(data)
-            if has_more and last_id is None:
-                raise MalformedResponse(f"{self.endpoint}: no object with an id to page after")
-            if has_more:
-                self.cursor.page = last_id
-                cursor = {**self.cursor.dump(), LISTED_FROM: self.listed_from}
-            else:
-                self.cursor.finish()
-                events = EventsCursor.after_listing(self.cursor, self.listed_from)
-                cursor = {EVENTS: events.dump()}
-            self.tally.store(self.sink, Page(self.stream, records, cursor))
-        if self.unreadable:
-            self.tally.warn(
-                f"{self.stream}: skipped {self.unreadable} objects without a readable id/created"
-            )
+    unreadable_kind: ClassVar[str] = "objects without a readable id/created"
+
+    def _next_page(self, last_id: str) -> dict[str, Any]:
+        self.cursor.page = last_id
+        return {**self.cursor.dump(), LISTED_FROM: self.listed_from}
+
+    def _finished(self) -> dict[str, Any]:
+        self.cursor.finish()
+        return {EVENTS: EventsCursor.after_listing(self.cursor, self.listed_from).dump()}
 
     @property
     def endpoint(self) -> str:

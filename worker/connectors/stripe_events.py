@@ -28,6 +28,7 @@ pinned `Stripe-Version`; the objects are stored as Stripe sent them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -101,21 +102,23 @@ class EventsCursor:
         return {**self.walk.dump(), CHECKED: self.checked}
 
 
-@dataclass
-class EventSync:
-    """Walks one stream's events since its cursor, storing each page's newest object states."""
+@dataclass(kw_only=True)
+class StripeWalk(ABC):
+    """Pages through one of Stripe's newest-first lists, storing each page with its cursor."""
 
     api: ProviderSession
     stream: str
     page_size: int
-    cursor: EventsCursor
-    now_s: int  # when this walk began: `checked` once it completes
     sink: PageSink
     tally: SyncTally
-    stored: set[str] = field(default_factory=set)  # object ids stored by this walk
     unreadable: int = 0
 
-    endpoint: ClassVar[str] = "GET /v1/events"
+    unreadable_kind: ClassVar[str]  # what an unreadable item is, for the warning
+
+    @property
+    @abstractmethod
+    def endpoint(self) -> str:
+        """`GET /path` of the list, for messages."""
 
     def run(self) -> None:
         has_more = True
@@ -125,15 +128,51 @@ class EventSync:
             has_more = require(payload, "has_more", bool, endpoint=self.endpoint)
             records, last_id = self._records(data)
             if has_more and last_id is None:
-                raise MalformedResponse(f"{self.endpoint}: no event with an id to page after")
-            if has_more:
-                self.cursor.walk.page = last_id
-            else:
-                self.cursor.walk.finish()
-                self.cursor.checked = self.now_s
-            self.tally.store(self.sink, Page(self.stream, records, {EVENTS: self.cursor.dump()}))
+                raise MalformedResponse(f"{self.endpoint}: nothing with an id to page after")
+            cursor = self._next_page(last_id) if last_id and has_more else self._finished()
+            self.tally.store(self.sink, Page(self.stream, records, cursor))
         if self.unreadable:
-            self.tally.warn(f"{self.stream}: skipped {self.unreadable} unreadable events")
+            self.tally.warn(f"{self.stream}: skipped {self.unreadable} {self.unreadable_kind}")
+
+    @abstractmethod
+    def _fetch(self) -> Any:
+        """The next page's JSON."""
+
+    @abstractmethod
+    def _records(self, data: list[Any]) -> tuple[tuple[Record, ...], str | None]:
+        """The page's records to store, and the last readable id to page after."""
+
+    @abstractmethod
+    def _next_page(self, last_id: str) -> dict[str, Any]:
+        """The cursor stored with a page that has more after it."""
+
+    @abstractmethod
+    def _finished(self) -> dict[str, Any]:
+        """The cursor stored with the last page."""
+
+
+@dataclass(kw_only=True)
+class EventSync(StripeWalk):
+    """Walks one stream's events since its cursor, storing each page's newest object states."""
+
+    cursor: EventsCursor
+    now_s: int  # when this walk began: `checked` once it completes
+    stored: set[str] = field(default_factory=set)  # object ids stored by this walk
+
+    unreadable_kind: ClassVar[str] = "unreadable events"
+
+    @property
+    def endpoint(self) -> str:
+        return "GET /v1/events"
+
+    def _next_page(self, last_id: str) -> dict[str, Any]:
+        self.cursor.walk.page = last_id
+        return {EVENTS: self.cursor.dump()}
+
+    def _finished(self) -> dict[str, Any]:
+        self.cursor.walk.finish()
+        self.cursor.checked = self.now_s
+        return {EVENTS: self.cursor.dump()}
 
     def _fetch(self) -> Any:
         walk = self.cursor.walk
