@@ -73,8 +73,9 @@ log = structlog.get_logger(__name__)
 # gets many times that, and a body still arriving after it is being trickled.
 DEFAULT_REQUEST_DEADLINE_S: Final = 60.0
 # Decoded bytes one response may hold (SYNCWORKER_MAX_RESPONSE_MB): a page of 100-250
-# objects is well under 1 MiB, a day's report a few MiB.
-DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * MIB
+# objects is well under 1 MiB, a day's report a few MiB. A body is held twice at most while
+# it is joined, and a threads worker runs 64 syncs: 16 MiB keeps the worst case near 2 GiB.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * MIB
 
 
 @dataclass(frozen=True)
