@@ -25,6 +25,13 @@ from models.credentials import Keyring
 from models.errors import CredentialKeyError, InvalidValue
 from models.status import Provider
 from scheduler.providers import DEFAULT_POLICIES, ProviderPolicy, resolve_policies
+from worker.connectors.bodies import MIB
+from worker.connectors.http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE_S,
+    HttpOptions,
+)
+from worker.connectors.limits import DEFAULT_DEADLINE_S, DEFAULT_MAX_PAGES, SyncLimits
 from worker.parsers import (
     ADDRESS,
     BROKER_URL,
@@ -68,6 +75,8 @@ DATA_DIR_MODE: Final = 0o700
 # within about a second (README; benchmarks/throughput.py). A prefork worker defaults to
 # the CPU count instead, as in Celery: its processes are not there to wait.
 THREADS_CONCURRENCY: Final = 64
+# The most of a task's hard time limit a sync's deadline may take (the soft limit is 0.9).
+SYNC_DEADLINE_SHARE: Final = 0.8
 # Pools whose slots are threads or greenlets in one process, which THREADS_CONCURRENCY sizes.
 THREADED_POOLS: Final = frozenset({"threads", "gevent", "eventlet"})
 
@@ -186,6 +195,26 @@ class Settings:
     task_events: bool = field(default=False, metadata=env("TASK_EVENTS", FLAG))
     # Ping each pooled database connection before use (see models.db.make_engine).
     db_pre_ping: bool = field(default=False, metadata=env("DB_PRE_PING", FLAG))
+    # One sync's wall-clock deadline and request budget (worker.connectors.limits); the
+    # deadline is clipped below the task's time limit (`sync_limits`).
+    sync_deadline_s: int = field(
+        default=int(DEFAULT_DEADLINE_S), metadata=env("SYNC_DEADLINE", whole(1, 3600, " s"))
+    )
+    sync_max_pages: int = field(
+        default=DEFAULT_MAX_PAGES, metadata=env("SYNC_MAX_PAGES", whole(1, 1_000_000))
+    )
+    # One request's total time, body included, and its decoded body size (worker.connectors).
+    request_deadline_s: int = field(
+        default=int(DEFAULT_REQUEST_DEADLINE_S),
+        metadata=env("REQUEST_DEADLINE", whole(1, 3600, " s")),
+    )
+    max_response_mb: int = field(
+        default=DEFAULT_MAX_RESPONSE_BYTES // MIB,
+        metadata=env("MAX_RESPONSE_MB", whole(1, 1024, " MiB")),
+    )
+    # Customer-supplied hosts (a WooCommerce store) may be loopback: only for local fakes
+    # (tests, the demo). Any other non-public address is refused regardless.
+    allow_loopback_hosts: bool = field(default=False, metadata=env("ALLOW_LOOPBACK_HOSTS", FLAG))
 
     def __post_init__(self) -> None:
         longest_live = self.task_time_limit_s + self.max_retry_delay_s
@@ -204,6 +233,26 @@ class Settings:
     def metrics_bind_address(self) -> str:
         """Where the metrics endpoint listens."""
         return self.metrics_addr or (LOOPBACK if self.embedded else ALL_INTERFACES)
+
+    @property
+    def sync_limits(self) -> SyncLimits:
+        """Each sync's deadline and page budget.
+
+        The deadline is at most SYNC_DEADLINE_SHARE of the task's hard time limit: a sync
+        ends on its own, classified and with its pages stored, before the soft limit
+        (nine tenths) interrupts it.
+        """
+        deadline = min(self.sync_deadline_s, self.task_time_limit_s * SYNC_DEADLINE_SHARE)
+        return SyncLimits(deadline_s=deadline, max_pages=self.sync_max_pages)
+
+    def http_options(self, max_connections: int) -> HttpOptions:
+        """The connectors' HTTP options: per-request deadline and body cap, and pool size."""
+        return HttpOptions(
+            max_connections=max_connections,
+            request_deadline=self.request_deadline_s,
+            max_response_bytes=self.max_response_mb * MIB,
+            allow_loopback=self.allow_loopback_hosts,
+        )
 
     @property
     def lease_ttl_real(self) -> timedelta:
