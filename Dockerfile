@@ -1,4 +1,4 @@
-# The syncworker image: one image for every role (migrate, worker, beat); the command
+# The syncworker image: one image for every role (migrate, worker, beat, api); the command
 # picks the role (see docker-compose.yml and the Procfile).
 FROM python:3.11-slim
 
@@ -20,6 +20,7 @@ COPY models ./models
 COPY scheduler ./scheduler
 COPY worker ./worker
 COPY fakes ./fakes
+COPY api ./api
 RUN pip install --no-deps .
 
 # Never root. With PostgreSQL and Redis nothing is written to the data directory (beat keeps

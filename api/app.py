@@ -6,13 +6,15 @@ app to publish the syncs actions ask for, and the operator service, and runs uvi
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Final
 
 import uvicorn
 from celery import Celery
 from fastapi import FastAPI
 
-from api import errors, health, integrations
+from api import errors, health, integrations, operations, webhooks
+from api.keys import VerifiedKeys
 from api.page import site as page
 from worker.app import create_app
 from worker.operator import Operator
@@ -36,8 +38,12 @@ def create_api(runtime: Runtime, operator: Operator) -> FastAPI:
     )
     api.state.runtime = runtime
     api.state.operator = operator
+    ttl = timedelta(seconds=runtime.settings.api_key_cache_ttl_s)
+    api.state.verified_keys = VerifiedKeys(ttl, runtime.clock.now)
     errors.install(api)
     api.include_router(integrations.router)
+    api.include_router(operations.router)
+    api.include_router(webhooks.router)
     api.include_router(health.router)
     page.mount(api, runtime, operator)
     return api

@@ -18,6 +18,15 @@ from worker.cli.main import main
 JSON_HELP = "Machine-readable output."
 
 
+def prepare_database(cli: CliContext) -> None:
+    """Migrate the embedded default (a fresh clone has no database yet); elsewhere, check
+    the schema is current (else one line: run `syncworker db upgrade`, the release step)."""
+    engine = cli.unchecked_runtime.engine
+    if cli.settings.embedded:
+        migrate.upgrade(engine)
+    migrate.require_current(engine)
+
+
 @click.command("api")
 @click.option("--host", help="Address to listen on (default SYNCWORKER_API_HOST, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default SYNCWORKER_API_PORT).")
@@ -26,10 +35,7 @@ def api(cli: CliContext, host: str | None, port: int | None) -> None:
     """Serve the Integrations API, the webhook receiver and the integrations page."""
     settings = cli.settings
     with failures():
-        engine = cli.unchecked_runtime.engine
-        if settings.embedded:
-            migrate.upgrade(engine)
-        migrate.require_current(engine)  # else one line: run `syncworker db upgrade`
+        prepare_database(cli)
     host, port = host or settings.api_host, port or settings.api_port
     click.echo(f"syncworker API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)")
     serve(settings, host=host, port=port)
@@ -54,6 +60,7 @@ def create(
         if is_operator == (workspace is not None):
             raise click.UsageError("give exactly one of --workspace W or --operator")
         role = Role.OPERATOR if is_operator else Role.WORKSPACE
+        prepare_database(cli)
         runtime = cli.runtime
         with runtime.sessions() as session, session.begin():
             issued = create_key(

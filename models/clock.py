@@ -47,16 +47,44 @@ class ManualClock:
 
 
 class AcceleratedClock:
-    """A clock that runs `speed` times faster than the wall clock from `start`; for the demo."""
+    """A clock that runs `speed` times faster than the wall clock from `start`; for the demo.
+
+    It can be held: while held, simulated time stands still, and it resumes where it
+    stopped. The demo holds it while its worker is behind, so a busy machine plays the
+    same story slower instead of a different story (syncs skipped by the simulated days).
+    """
 
     def __init__(self, speed: float, start: datetime | None = None) -> None:
         self.speed = speed
         self._start = ensure_utc(start) if start else datetime.now(UTC)
         self._origin = time.monotonic()
+        self._lock = threading.Lock()
+        self._held_since: float | None = None
+        self._held_total = 0.0
 
     def now(self) -> datetime:
-        elapsed = time.monotonic() - self._origin
+        with self._lock:
+            stopped_at = self._held_since
+            until = time.monotonic() if stopped_at is None else stopped_at
+            elapsed = until - self._origin - self._held_total
         return self._start + timedelta(seconds=elapsed * self.speed)
+
+    @property
+    def held(self) -> bool:
+        return self._held_since is not None
+
+    def hold(self) -> None:
+        """Stop simulated time (a no-op while already held)."""
+        with self._lock:
+            if self._held_since is None:
+                self._held_since = time.monotonic()
+
+    def resume(self) -> None:
+        """Let simulated time run again from where it stood (a no-op unless held)."""
+        with self._lock:
+            if self._held_since is not None:
+                self._held_total += time.monotonic() - self._held_since
+                self._held_since = None
 
 
 def ensure_utc(moment: datetime) -> datetime:

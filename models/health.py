@@ -27,9 +27,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import or_, select
+from sqlalchemy import Row, or_, select
 from sqlalchemy.orm import Session
 
 from models.errors import InvalidValue
@@ -65,13 +65,18 @@ class LatenessRule:
             )
 
 
-def interval_of(integration: Integration, intervals: Mapping[Provider, timedelta]) -> timedelta:
+# An integration as lateness reads it: the ORM row, or a Core row with the columns used
+# below (`models.serializers.API_VIEW_COLUMNS` has them).
+Fields = Integration | Row[Any]
+
+
+def interval_of(integration: Fields, intervals: Mapping[Provider, timedelta]) -> timedelta:
     """The integration's sync interval: its own override, else its provider's."""
     own = integration.sync_interval_seconds
-    return timedelta(seconds=own) if own else intervals[integration.provider_enum]
+    return timedelta(seconds=own) if own else intervals[Provider(integration.provider)]
 
 
-def fresh_since(integration: Integration) -> datetime:
+def fresh_since(integration: Fields) -> datetime:
     """Since when its data counts as fresh: the last success, or a later reactivation.
 
     An integration that never succeeded counts from its creation; one reactivated after
@@ -82,10 +87,10 @@ def fresh_since(integration: Integration) -> datetime:
 
 
 def lateness_of(
-    integration: Integration, interval: timedelta, *, now: datetime, rule: LatenessRule
+    integration: Fields, interval: timedelta, *, now: datetime, rule: LatenessRule
 ) -> Lateness:
     """The integration's lateness at `now`."""
-    if integration.status_enum not in WATCHED_STATUSES:
+    if Status(integration.status) not in WATCHED_STATUSES:
         return Lateness.ON_TIME
     age = now - fresh_since(integration)
     if age > interval * rule.overdue_after:
@@ -95,7 +100,7 @@ def lateness_of(
     return Lateness.ON_TIME
 
 
-def late_at(integration: Integration, interval: timedelta, *, rule: LatenessRule) -> datetime:
+def late_at(integration: Fields, interval: timedelta, *, rule: LatenessRule) -> datetime:
     """The moment after which the integration is late unless a sync succeeds first."""
     return fresh_since(integration) + interval * rule.late_after
 

@@ -26,7 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NotRequired
+from typing import Any, Final, NotRequired
+
+from sqlalchemy import Row
 
 # typing_extensions, not typing: pydantic (the API) reads these, and needs its TypedDict
 # on Python < 3.12.
@@ -35,8 +37,8 @@ from typing_extensions import TypedDict
 from models.changes import Change
 from models.clock import ensure_utc
 from models.health import Lateness
-from models.schema import Environment, Integration, StatusChange, SyncRun
-from models.status import Status
+from models.schema import Environment, Integration, StatusChange, SyncedRecord, SyncRun
+from models.status import API_STATUS, Status
 
 
 class SetupStatus(StrEnum):
@@ -54,7 +56,12 @@ class QaStatus(StrEnum):
     PASSED = "passed"
 
 
-def setup_status(integration: Integration) -> SetupStatus:
+# An integration as the API view reads it: the ORM row, or a Core row of API_VIEW_COLUMNS
+# (a single read skips the ORM's per-object work).
+IntegrationFields = Integration | Row[Any]
+
+
+def setup_status(integration: IntegrationFields) -> SetupStatus:
     """The one mapping to `setupStatus`.
 
     `incomplete` while in `setup` or, in any status, while no filters are configured
@@ -63,14 +70,14 @@ def setup_status(integration: Integration) -> SetupStatus:
     first attempt that failed on authentication does not count, as in
     `models.sync_runs`); `completed` after.
     """
-    if integration.status_enum is Status.SETUP or not integration.has_filters:
+    if integration.status == Status.SETUP or not integration.filters:
         return SetupStatus.INCOMPLETE
     if integration.first_sync_finished_at is None:
         return SetupStatus.FIRST_SYNC_PENDING
     return SetupStatus.COMPLETED
 
 
-def qa_status(integration: Integration) -> QaStatus | None:
+def qa_status(integration: IntegrationFields) -> QaStatus | None:
     """The one mapping to `qaStatus`.
 
     `pending` while in `quality_assurance`, `passed` once an operator resolved it
@@ -78,7 +85,7 @@ def qa_status(integration: Integration) -> QaStatus | None:
     resolution (deactivated or deleted from `quality_assurance`), so that reads None
     too; the audit trail has the full story.
     """
-    if integration.status_enum is Status.QUALITY_ASSURANCE:
+    if integration.status == Status.QUALITY_ASSURANCE:
         return QaStatus.PENDING
     if integration.qa_passed_at is not None:
         return QaStatus.PASSED
@@ -138,7 +145,28 @@ class IntegrationDto(TypedDict):
     updatedAt: str
 
 
-def integration_api_view(integration: Integration, *, lateness: Lateness) -> IntegrationApiView:
+# The columns `integration_api_view` reads: a list loads only these (models.queries).
+API_VIEW_COLUMNS: Final = (
+    Integration.id,
+    Integration.environment_id,
+    Integration.provider,
+    Integration.status,
+    Integration.filters,
+    Integration.first_sync_finished_at,
+    Integration.qa_passed_at,
+    Integration.data_last_received_at,
+    Integration.created_at,
+    Integration.updated_at,
+    # For `lateness` (models.health): since when fresh, and the integration's own interval.
+    Integration.last_success_at,
+    Integration.reactivated_at,
+    Integration.sync_interval_seconds,
+)
+
+
+def integration_api_view(
+    integration: IntegrationFields, *, lateness: Lateness
+) -> IntegrationApiView:
     """The API form of an integration (seed 003's WorkspaceIntegration).
 
     `lateness` is the health flag beside the status (`models.health.lateness_of`, which
@@ -152,7 +180,7 @@ def integration_api_view(integration: Integration, *, lateness: Lateness) -> Int
         "id": str(integration.id),
         "workspaceId": integration.environment_id,
         "provider": integration.provider,
-        "status": integration.api_status.value,
+        "status": API_STATUS[Status(integration.status)].value,
         "dataLastReceivedAt": _iso_or_none(integration.data_last_received_at),
         "createdAt": _iso(integration.created_at),
         "updatedAt": _iso(integration.updated_at),
@@ -319,6 +347,26 @@ def integration_states(integration: Integration, last_run: SyncRun | None) -> In
         "lastSyncOutcome": last_run.outcome if last_run else None,
         "lastSyncAt": _iso_or_none(last_run.finished_at) if last_run else None,
         "dataLastReceivedAt": _iso_or_none(integration.data_last_received_at),
+    }
+
+
+class SyncedRecordDto(TypedDict):
+    """One object a sync or a webhook brought in, as the API serves it."""
+
+    stream: str
+    externalId: str
+    data: dict[str, Any]
+    firstSeenAt: str
+    updatedAt: str
+
+
+def synced_record_dto(record: SyncedRecord) -> SyncedRecordDto:
+    return {
+        "stream": record.kind,
+        "externalId": record.external_id,
+        "data": dict(record.data),
+        "firstSeenAt": _iso(record.first_seen_at),
+        "updatedAt": _iso(record.updated_at),
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
@@ -24,9 +25,11 @@ from typing import Any, Final
 import click
 from celery import Celery
 from celery.beat import EmbeddedService
+from celery.worker import state as worker_state
 from sqlalchemy import select
 
 from models import migrate
+from models.clock import AcceleratedClock, Clock
 from models.errors import SyncWorkerError
 from models.incidents import open_incident
 from models.integrations import ensure_environment
@@ -99,6 +102,12 @@ DEMO_INTERVAL_S: Final = 6 * 3600
 # providers' real rates one month of App Store reports (60 requests at 0.8/s) would take
 # days of the story. The fakes have no limits, so the demo's keys may spend this freely.
 DEMO_RATE_PER_S: Final = 1000
+# Simulated time stands still while more messages than this wait for the worker (a busy
+# machine would otherwise skip syncs by the simulated hour), and runs again at this many.
+HOLD_BACKLOG: Final = 12
+RESUME_BACKLOG: Final = 2
+# At the end, the worker gets this long (real seconds) to finish what it holds.
+DRAIN_TIMEOUT_S: Final = 15.0
 # The tour looks for status changes (and due steps) this often, in real seconds.
 PRINT_EVERY_S: Final = 0.25
 ACTOR: Final = "ops@example.com"
@@ -206,7 +215,11 @@ class Tour:
 
 def demo_settings(data_dir: Path, fakes: Fakes, speed: float) -> Settings:
     """The embedded default in `data_dir`, pointed at the fakes, on a fast clock."""
-    env = {"SYNCWORKER_DATA_DIR": str(data_dir), "SYNCWORKER_LOG_LEVEL": "ERROR"}
+    env = {
+        "SYNCWORKER_DATA_DIR": str(data_dir),
+        "SYNCWORKER_LOG_LEVEL": "ERROR",
+        "SYNCWORKER_ALLOW_LOOPBACK_HOSTS": "true",  # the fakes listen on 127.0.0.1
+    }
     for provider, url in fakes.base_urls().items():
         env[f"SYNCWORKER_{provider.value.upper()}_BASE_URL"] = url
         env[f"SYNCWORKER_{provider.value.upper()}_INTERVAL"] = str(DEMO_INTERVAL_S)
@@ -304,7 +317,8 @@ def run_tour(
                 _run(tour, scenario.name, scenario.on_created)
         with ExitStack() as running:
             _start_worker_and_beat(app, running)
-            seen = _play(tour, hours, seen, until or (lambda _: False))
+            backlog = _backlog_of(app)
+            seen = _play(tour, hours, seen, until or (lambda _: False), backlog)
         _print_changes(tour, seen)  # what finished while the worker stopped
         endings = _endings(tour)
     summary = TourSummary(endings, _fake_errors(fakes))
@@ -338,12 +352,42 @@ def _start_worker_and_beat(app: Celery, stack: ExitStack) -> None:
     thread.start()
     stack.callback(thread.join, 10)
     stack.callback(worker.stop)
+    # Stopped in reverse: beat first, then the worker once it has nothing in hand, so the
+    # embedded broker never has to restore unacknowledged messages (kombu's SQLAlchemy
+    # transport can fail to, from several threads at once, and dump them to a file).
+    stack.callback(_drain, _backlog_of(app))
     beat = EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)
     beat.start()
     stack.callback(beat.stop)
 
 
-def _play(tour: Tour, hours: float, seen: int, until: Progress) -> int:
+def _drain(backlog: Callable[[], int]) -> None:
+    """Wait (a bounded while) until no message waits and the worker holds none."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not worker_state.reserved_requests and backlog() == 0:
+            return
+        time.sleep(PRINT_EVERY_S)
+
+
+def _backlog_of(app: Celery) -> Callable[[], int]:
+    def backlog() -> int:
+        return sum(depth or 0 for depth in queue_depths(app).values())
+
+    return backlog
+
+
+def _keep_pace(clock: Clock, backlog: int) -> None:
+    """Hold simulated time while the worker is behind; let it run once it has caught up."""
+    if not isinstance(clock, AcceleratedClock):
+        return
+    if backlog > HOLD_BACKLOG:
+        clock.hold()
+    elif backlog <= RESUME_BACKLOG:
+        clock.resume()
+
+
+def _play(tour: Tour, hours: float, seen: int, until: Progress, backlog: Callable[[], int]) -> int:
     """Run the steps when due and print status changes until `hours`; the last change seen."""
     scripted = [(s.name, step) for s in SCENARIOS if s.name in tour.ids for step in s.steps]
     pending = sorted(scripted + [(OUTAGE_NAME, step) for step in OUTAGE], key=lambda i: i[1].hour)
@@ -356,7 +400,10 @@ def _play(tour: Tour, hours: float, seen: int, until: Progress) -> int:
         seen = _print_changes(tour, seen)
         _print_notices(tour)
         _note_syncs(tour)
+        _keep_pace(tour.runtime.clock, backlog())
         stop.wait(PRINT_EVERY_S)
+    if isinstance(tour.runtime.clock, AcceleratedClock):
+        tour.runtime.clock.resume()
     return seen
 
 

@@ -37,17 +37,19 @@ from models.changes import Change
 from models.db import as_uuid, lock_integration
 from models.errors import IntegrationNotFound, InvalidValue, SyncsPaused
 from models.explain import Explanation, Timing, explain
-from models.health import Lateness, LatenessRule, interval_of, lateness_of
+from models.health import Fields, Lateness, LatenessRule, interval_of, lateness_of
 from models.incidents import IncidentDto, incident_dto, recent_incidents
 from models.resync import resync
 from models.schema import Environment, Integration
 from models.serializers import (
+    API_VIEW_COLUMNS,
     ActionResult,
     EnvironmentDto,
     IntegrationApiView,
     IntegrationDto,
     IntegrationStates,
     StatusChangeDto,
+    SyncedRecordDto,
     SyncRunDto,
     describe_change,
     environment_dto,
@@ -56,10 +58,13 @@ from models.serializers import (
     integration_states,
     status_change_dto,
     sync_run_dto,
+    synced_record_dto,
 )
 from models.status import SYNCING_STATUSES, EnvironmentKind, Provider, parse_enum
 from models.sync_runs import Skipped
 from scheduler.dispatch import claim_one, release
+from worker.connectors.errors import ConfigurationError
+from worker.connectors.webhooks import WEBHOOK_SECRET_FIELD, ingest_webhook
 from worker.errors import BrokerUnavailable
 from worker.overview import overview
 from worker.runtime import Runtime
@@ -123,6 +128,16 @@ class Operator:
 
     def get(self, integration_id: str, view: View = "api") -> IntegrationApiView | IntegrationDto:
         """One integration: seed 003's API view, or the full DTO of seed 001."""
+        if view == "api":
+            # One statement, so no transaction: autocommit spares a BEGIN and a ROLLBACK.
+            engine = self._runtime.engine
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                row = queries.api_view_row(
+                    connection, as_uuid(integration_id), workspace_id=self.workspace_id
+                )
+            if row is None:
+                raise IntegrationNotFound(integration_id)
+            return integration_api_view(row, lateness=self.lateness(row))
         with self._runtime.sessions() as session:
             integration = self._find(session, integration_id)
             return self._view(integration, view)
@@ -167,8 +182,9 @@ class Operator:
             query = queries.IntegrationQuery(
                 **{**query.__dict__, "workspace_id": self.workspace_id}
             )
+        only = () if view == "dto" else API_VIEW_COLUMNS
         with self._runtime.sessions() as session:
-            page = queries.list_integrations(session, query, after=after, limit=limit)
+            page = queries.list_integrations(session, query, after=after, limit=limit, only=only)
             if view == "dto":
                 dtos = [integration_dto(i, lateness=self.lateness(i)) for i in page.items]
                 return queries.Page(dtos, page.next_cursor)
@@ -197,7 +213,7 @@ class Operator:
         """When an integration counts as late, and overdue (SPEC §11)."""
         return self._runtime.settings.lateness_rule()
 
-    def lateness(self, integration: Integration) -> Lateness:
+    def lateness(self, integration: Fields) -> Lateness:
         """The integration's health flag now (SPEC §11), from its interval and the clock."""
         settings = self._runtime.settings
         interval = interval_of(integration, settings.intervals())
@@ -225,6 +241,22 @@ class Operator:
             return [
                 sync_run_dto(run) for run in queries.sync_runs(session, integration.id, limit=limit)
             ]
+
+    def records(
+        self,
+        integration_id: str,
+        stream: str,
+        *,
+        after: str | None = None,
+        limit: int = queries.DEFAULT_PAGE_SIZE,
+    ) -> queries.Page[SyncedRecordDto]:
+        """A page of one stream's synced records; reading them is the host application's
+        API request, so the two-week development rule sees an integration in use."""
+        with self._runtime.sessions() as session, session.begin():
+            integration = self._find(session, integration_id)
+            page = queries.synced_records(session, integration.id, stream, after=after, limit=limit)
+            actions.record_api_request(session, integration.id, now=self._runtime.clock.now())
+            return queries.Page([synced_record_dto(r) for r in page.items], page.next_cursor)
 
     def environments(self, *, organization_id: str | None = None) -> list[EnvironmentDto]:
         """The environments (seed 003's workspaces) this operator sees."""
@@ -378,6 +410,37 @@ class Operator:
                 "dispatches its sync"
             )
         return ActionResult(True, f"sync of {subject} queued")
+
+    def receive_webhook(
+        self, integration_id: str, provider: Provider, headers: Mapping[str, str], body: bytes
+    ) -> int:
+        """Verify and store one provider webhook delivery for the integration; the number of
+        events stored, committed before this returns.
+
+        Raises IntegrationNotFound (no such live integration of that provider),
+        ConfigurationError (its credentials hold no `webhook_secret`) or WebhookRejected.
+        """
+        with self._runtime.sessions() as session:
+            integration = self._find(session, integration_id)
+            if integration.provider_enum is not provider or integration.deleted:
+                raise IntegrationNotFound(integration_id)
+            sealed = integration.credentials_encrypted
+        opened = self._runtime.keyring.open(sealed) if sealed else None
+        secret = opened.get(WEBHOOK_SECRET_FIELD) if opened else None
+        if not secret:
+            raise ConfigurationError(
+                f"{provider} webhooks: integration {integration_id} has no "
+                f"{WEBHOOK_SECRET_FIELD} among its credentials"
+            )
+        return ingest_webhook(
+            self._runtime.sessions,
+            integration.id,
+            provider,
+            headers,
+            body,
+            secret=secret,
+            now=self._runtime.clock.now(),
+        )
 
     def resync(
         self, integration_id: str, *, stream: str | None = None, backfill: bool = False

@@ -27,6 +27,13 @@ from models.health import LatenessRule
 from models.incidents import IncidentRule
 from models.status import Provider
 from scheduler.providers import DEFAULT_POLICIES, ProviderPolicy, resolve_policies
+from worker.connectors.bodies import MIB
+from worker.connectors.http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE_S,
+    HttpOptions,
+)
+from worker.connectors.limits import DEFAULT_DEADLINE_S, DEFAULT_MAX_PAGES, SyncLimits
 from worker.parsers import (
     ADDRESS,
     BROKER_URL,
@@ -70,6 +77,8 @@ DATA_DIR_MODE: Final = 0o700
 # within about a second (README; benchmarks/throughput.py). A prefork worker defaults to
 # the CPU count instead, as in Celery: its processes are not there to wait.
 THREADS_CONCURRENCY: Final = 64
+# The most of a task's hard time limit a sync's deadline may take (the soft limit is 0.9).
+SYNC_DEADLINE_SHARE: Final = 0.8
 # Pools whose slots are threads or greenlets in one process, which THREADS_CONCURRENCY sizes.
 THREADED_POOLS: Final = frozenset({"threads", "gevent", "eventlet"})
 
@@ -140,6 +149,17 @@ class Settings:
     # Where `syncworker api` listens: loopback unless told otherwise.
     api_host: str = field(default="127.0.0.1", metadata=env("API_HOST", name_text(253)))
     api_port: int = field(default=8000, metadata=env("API_PORT", whole(1, 65535)))
+    # How long the API trusts a verified key without asking the database again: a key
+    # check would otherwise double the queries of a read. Revocation takes effect within
+    # it; 0 checks every request.
+    api_key_cache_ttl_s: int = field(
+        default=5, metadata=env("API_KEY_CACHE_TTL", whole(0, 60, " s"))
+    )
+    # The largest webhook body the receiver reads: a provider's event is a few KiB, so
+    # 1 MiB leaves room for any real one while a flood is refused (413) after 1 MiB.
+    api_webhook_max_bytes: int = field(
+        default=1024 * 1024, metadata=env("API_WEBHOOK_MAX_BYTES", whole(1024, 16 * 1024 * 1024))
+    )
     # Signs the integrations page's session cookies; generated in data_dir when embedded.
     api_session_secret: str | None = field(
         default=None,
@@ -203,6 +223,26 @@ class Settings:
     health_max_queue_age_s: int = field(
         default=900, metadata=env("HEALTH_MAX_QUEUE_AGE", whole(1, 7 * 86_400, " s"))
     )
+    # One sync's wall-clock deadline and request budget (worker.connectors.limits); the
+    # deadline is clipped below the task's time limit (`sync_limits`).
+    sync_deadline_s: int = field(
+        default=int(DEFAULT_DEADLINE_S), metadata=env("SYNC_DEADLINE", whole(1, 3600, " s"))
+    )
+    sync_max_pages: int = field(
+        default=DEFAULT_MAX_PAGES, metadata=env("SYNC_MAX_PAGES", whole(1, 1_000_000))
+    )
+    # One request's total time, body included, and its decoded body size (worker.connectors).
+    request_deadline_s: int = field(
+        default=int(DEFAULT_REQUEST_DEADLINE_S),
+        metadata=env("REQUEST_DEADLINE", whole(1, 3600, " s")),
+    )
+    max_response_mb: int = field(
+        default=DEFAULT_MAX_RESPONSE_BYTES // MIB,
+        metadata=env("MAX_RESPONSE_MB", whole(1, 1024, " MiB")),
+    )
+    # Customer-supplied hosts (a WooCommerce store) may be loopback: only for local fakes
+    # (tests, the demo). Any other non-public address is refused regardless.
+    allow_loopback_hosts: bool = field(default=False, metadata=env("ALLOW_LOOPBACK_HOSTS", FLAG))
 
     def __post_init__(self) -> None:
         self.lateness_rule()  # raises on inconsistent thresholds
@@ -222,6 +262,26 @@ class Settings:
     def metrics_bind_address(self) -> str:
         """Where the metrics endpoint listens."""
         return self.metrics_addr or (LOOPBACK if self.embedded else ALL_INTERFACES)
+
+    @property
+    def sync_limits(self) -> SyncLimits:
+        """Each sync's deadline and page budget.
+
+        The deadline is at most SYNC_DEADLINE_SHARE of the task's hard time limit: a sync
+        ends on its own, classified and with its pages stored, before the soft limit
+        (nine tenths) interrupts it.
+        """
+        deadline = min(self.sync_deadline_s, self.task_time_limit_s * SYNC_DEADLINE_SHARE)
+        return SyncLimits(deadline_s=deadline, max_pages=self.sync_max_pages)
+
+    def http_options(self, max_connections: int) -> HttpOptions:
+        """The connectors' HTTP options: per-request deadline and body cap, and pool size."""
+        return HttpOptions(
+            max_connections=max_connections,
+            request_deadline=self.request_deadline_s,
+            max_response_bytes=self.max_response_mb * MIB,
+            allow_loopback=self.allow_loopback_hosts,
+        )
 
     @property
     def lease_ttl_real(self) -> timedelta:

@@ -28,6 +28,7 @@ from worker.budget import Budget
 from worker.connectors.base import Connector, Page, SyncContext, run_sync
 from worker.connectors.errors import TransientError
 from worker.connectors.http import Pacer, paced
+from worker.connectors.limits import SyncLimits
 from worker.lease import Leases
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,7 @@ class SyncServices:
     # The cluster-wide request budget per customer key; None leaves requests unpaced.
     budget: Budget | None = None
     policies: Mapping[Provider, ProviderPolicy] = field(default_factory=dict)
+    limits: SyncLimits = field(default_factory=SyncLimits)  # each sync's deadline, page budget
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ def _fetch(services: SyncServices, start: RunStart, pages: PageStore) -> SyncRes
         cursors=start.cursors,
         now=services.clock.now(),
         data_last_received_at=start.data_last_received_at,
+        limits=services.limits,
     )
     provider = Provider(start.provider)
     connector = services.connector_for(provider)

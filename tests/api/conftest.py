@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,14 @@ from api.app import create_api
 from models.api_keys import Role, create_key
 from models.clock import ManualClock
 from models.credentials import Keyring
-from models.status import Provider
+from models.status import Provider, SyncOutcome
+from models.sync_runs import RunStart, SyncResult, finish_run, start_run
 from worker.operator import Operator
 from worker.runtime import Runtime
 from worker.settings import Settings
 
 WORKSPACE = "ws-a"
+LEASE = timedelta(minutes=5)
 OTHER_WORKSPACE = "ws-b"
 
 
@@ -89,5 +92,45 @@ def add_integration(api: Api) -> AddIntegration:
         }
         created = api.operator.create(environment_id=workspace, actor="test", **spec)  # type: ignore[arg-type]
         return str(created.integration_id)
+
+    return create
+
+
+Sync = Callable[..., None]
+
+
+@pytest.fixture
+def sync(api: Api) -> Sync:
+    """Run one sync attempt to its end with the given result, as a worker would."""
+
+    def run(integration_id: str, outcome: SyncOutcome, **result: object) -> None:
+        runtime = api.runtime
+        with runtime.sessions() as session, session.begin():
+            started = start_run(
+                session,
+                integration_id,
+                task_id=uuid.uuid4().hex,
+                now=runtime.clock.now(),
+                lease=LEASE,
+            )
+            assert isinstance(started, RunStart), started
+            finish_run(
+                session,
+                started.run_id,
+                SyncResult(outcome, **result),  # type: ignore[arg-type]
+                now=runtime.clock.now(),
+            )
+
+    return run
+
+
+@pytest.fixture
+def in_qa(add_integration: AddIntegration, sync: Sync) -> Callable[..., str]:
+    """An integration whose first sync failed, so it waits in quality assurance."""
+
+    def create(error: str = "customers: 500 from the provider", **fields: object) -> str:
+        integration_id = add_integration(**fields)
+        sync(integration_id, SyncOutcome.FAILED, error=error)
+        return integration_id
 
     return create

@@ -44,6 +44,9 @@ def _told(reached: Mapping[str, Sequence[Status]]) -> bool:
     return all(tuple(reached.get(name, ())) == story for name, story in STORIES.items())
 
 
+# Simulated time stands still while the worker is behind, so a loaded machine tells the same
+# story, only slower: allow it the time.
+@pytest.mark.timeout(360)
 def test_tour_shows_all_nine_statuses_and_ends_every_story_as_told(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:

@@ -7,11 +7,13 @@ between pages resumes from the stored cursor, and records are upserted by
 external id downstream, so nothing is lost or duplicated.
 
 Stream-level failures (`sync_streams`): a connector syncs several streams
-(Stripe's customers, subscriptions, ...). `AuthFailed` and `TransientError`
+(Stripe's customers, subscriptions, ...). `AuthFailed` (a 401) and `TransientError`
 abort the whole sync, because they concern the account or the moment, not a
-stream. A `ProviderError` (a malformed answer, a rejected request) on one
-stream skips that stream with a warning while the others carry on, giving
-`succeeded_with_warnings`; if every stream fails that way the sync `failed`.
+stream. A `ProviderError` (a malformed answer, a rejected request) or a
+`PermissionDenied` (a 403: a restricted key lacking one resource's permission) on
+one stream skips that stream with a warning naming it, while the others carry on,
+giving `succeeded_with_warnings`; if every stream fails that way the sync `failed`,
+or `auth_failed` when every one was a permission denied.
 Which streams a sync covers is the integration's choice: `filters["objects"]`
 (`select_streams`), all of the provider's by default. `validate_filters` checks filters
 when they are set, so a key or stream the connector lacks is refused at the door rather
@@ -20,9 +22,10 @@ than failing the first sync (which would send the integration to QA).
 
 from __future__ import annotations
 
+import re
 from abc import ABC
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Protocol
@@ -37,10 +40,15 @@ from worker.connectors.errors import (
     AuthFailed,
     ConnectorError,
     InvalidFilters,
+    PermissionDenied,
     ProviderError,
+    SyncLimitExceeded,
     TransientError,
 )
 from worker.connectors.http import HttpOptions, ProviderClient
+from worker.connectors.limits import SyncLimits, bounded
+from worker.connectors.redaction import clean_message
+from worker.connectors.stamps import StampCheck, checking_stamps, stamp_check
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +75,7 @@ class SyncContext:
     cursors: Mapping[str, Mapping[str, Any]]  # stream -> cursor stored by previous runs
     now: datetime  # from the app clock
     data_last_received_at: datetime | None
+    limits: SyncLimits = field(default_factory=SyncLimits)  # deadline and page budget
 
 
 class PageSink(Protocol):
@@ -143,11 +152,24 @@ class HttpConnector(ABC):
         self.close()
 
 
-def credential(raw: Mapping[str, Any], name: str, *, provider: Provider) -> str:
-    """A required non-empty text credential, or `InvalidCredentials` naming it."""
+def credential(
+    raw: Mapping[str, Any], name: str, *, provider: Provider, header_safe: bool = True
+) -> str:
+    """A required non-empty text credential, or `InvalidCredentials` naming it.
+
+    `header_safe` (all but key files): only printable ASCII without spaces, the characters
+    an HTTP header or URL can carry, so a pasted non-ASCII or control character is
+    refused here, naming the field (never the value), not met as a `UnicodeEncodeError`
+    in the middle of a sync.
+    """
     value = raw.get(name)
     if not isinstance(value, str) or not value.strip():
         raise InvalidCredentials(f"{provider} credentials: {name} is required (non-empty text)")
+    if header_safe and not HEADER_SAFE.fullmatch(value.strip(" ")):
+        raise InvalidCredentials(
+            f"{provider} credentials: {name} must be printable ASCII without spaces "
+            "(it holds a non-ASCII, control or space character)"
+        )
     return value
 
 
@@ -202,6 +224,8 @@ def checked_filters(
     return dict(filters)
 
 
+# What a credential sent in a header or URL may hold: printable ASCII, no space.
+HEADER_SAFE: Final = re.compile(r"[\x21-\x7e]+")
 # How many unknown names an error lists (the rest are counted).
 SHOWN_NAMES: Final = 5
 
@@ -231,33 +255,76 @@ class SyncTally:
 def sync_streams(
     streams: Sequence[str], sync_stream: Callable[[str, SyncTally], None]
 ) -> SyncResult:
-    """Sync each stream in turn; a `ProviderError` in one becomes a warning naming it."""
+    """Sync each stream in turn; a `ProviderError` in one becomes a warning naming it.
+
+    A `SyncLimitExceeded` stops the sync (see `limited`).
+    """
     tally = SyncTally()
     failures: list[str] = []
+    denied = 0
+    check = stamp_check()
     for stream in streams:
         try:
             sync_stream(stream, tally)
-        except ProviderError as exc:
+        except (ProviderError, PermissionDenied) as exc:
             log.warning("sync.stream_failed", stream=stream, error=str(exc))
             failures.append(f"{stream}: {exc}")
+            denied += isinstance(exc, PermissionDenied)
+        except SyncLimitExceeded as exc:
+            _warn_ignored_stamps(stream, check, tally)
+            return limited(tally, [*failures, f"{stream}: {exc}"])
+        _warn_ignored_stamps(stream, check, tally)
     if streams and len(failures) == len(streams):
-        return SyncResult(SyncOutcome.FAILED, tally.records, (), "; ".join(failures))
+        # A key allowed to read none of the streams is as good as a wrong one.
+        outcome = SyncOutcome.AUTH_FAILED if denied == len(streams) else SyncOutcome.FAILED
+        return SyncResult(outcome, tally.records, (), "; ".join(failures))
     warnings = (*tally.warnings, *failures)
     outcome = SyncOutcome.SUCCEEDED_WITH_WARNINGS if warnings else SyncOutcome.SUCCEEDED
     return SyncResult(outcome, tally.records, warnings)
 
 
-def run_sync(connector: Connector, ctx: SyncContext, sink: PageSink) -> SyncResult:
-    """Run a sync, turning its errors into outcomes; `TransientError` propagates for a retry.
+def _warn_ignored_stamps(stream: str, check: StampCheck, tally: SyncTally) -> None:
+    ignored = check.take_ignored()
+    if ignored:
+        tally.warn(
+            f"{stream}: {ignored} records had a date outside the sane range (after "
+            f"{check.latest:%Y-%m-%d} or before 1970); stored, but they did not move the cursor"
+        )
 
-    Unusable stored credentials (`InvalidCredentials`) count as `auth_failed`: asking
-    again will not help, new credentials will.
+
+def limited(tally: SyncTally, failures: Sequence[str]) -> SyncResult:
+    """A sync stopped at a limit: `succeeded_with_warnings` if it stored pages, else `failed`.
+
+    Stored pages carried their cursors, so the next sync goes on from where this one
+    stopped: what was stored is a real, if partial, success.
+    """
+    if tally.records == 0:
+        return SyncResult(SyncOutcome.FAILED, error="; ".join(failures))
+    warnings = (*tally.warnings, *failures)
+    return SyncResult(SyncOutcome.SUCCEEDED_WITH_WARNINGS, tally.records, warnings)
+
+
+def run_sync(connector: Connector, ctx: SyncContext, sink: PageSink) -> SyncResult:
+    """Run a sync within `ctx.limits`, turning its errors into outcomes.
+
+    `TransientError` propagates for a retry. Unusable stored credentials
+    (`InvalidCredentials`) count as `auth_failed`: asking again will not help, new
+    credentials will.
     """
     try:
-        return connector.sync(ctx, sink)
+        with bounded(ctx.limits), checking_stamps(ctx.now):
+            result = connector.sync(ctx, sink)
     except TransientError:
         raise
     except (AuthFailed, InvalidCredentials) as exc:
-        return SyncResult(SyncOutcome.AUTH_FAILED, error=str(exc))
+        result = SyncResult(SyncOutcome.AUTH_FAILED, error=str(exc))
     except ConnectorError as exc:
-        return SyncResult(SyncOutcome.FAILED, error=str(exc))
+        result = SyncResult(SyncOutcome.FAILED, error=str(exc))
+    return cleaned(result)
+
+
+def cleaned(result: SyncResult) -> SyncResult:
+    """The result with its error and warnings bounded, printable and free of keys."""
+    error = clean_message(result.error) if result.error is not None else None
+    warnings = tuple(clean_message(warning) for warning in result.warnings)
+    return replace(result, error=error, warnings=warnings)

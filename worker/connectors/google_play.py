@@ -149,7 +149,10 @@ class GooglePlayConnector(HttpConnector):
         self, raw: Mapping[str, Any], *, check_key: bool
     ) -> tuple[dict[str, str], _ServiceAccount]:
         reject_unknown(raw, self.required_credentials, provider=self.provider)
-        key_file = credential(raw, "service_account_json", provider=self.provider)
+        # A JSON key file (its private key spans lines); only its fields reach a request.
+        key_file = credential(
+            raw, "service_account_json", provider=self.provider, header_safe=False
+        )
         package = credential(raw, "package_name", provider=self.provider)
         account = self._service_account(key_file, check_key)
         if not _PACKAGE.fullmatch(package):
@@ -161,7 +164,7 @@ class GooglePlayConnector(HttpConnector):
         prefix = f"{self.provider} credentials: service_account_json"
         try:
             info = json.loads(key_file)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidCredentials(f"{prefix} is not valid JSON") from None
         if not isinstance(info, dict) or info.get("type") != "service_account":
             raise InvalidCredentials(f"{prefix} is not a service account key file")

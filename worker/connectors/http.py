@@ -11,7 +11,8 @@ serves every customer.
 Classification happens here and nowhere else:
 
 - 2xx: returned (JSON decoded by the `*_json` calls, else `MalformedResponse`).
-- 401/403: `AuthFailed`, at once.
+- 401: `AuthFailed`, at once; 403: `PermissionDenied` (an `AuthFailed`), at once: the
+  key authenticated but lacks a permission, which `sync_streams` reports per stream.
 - timeouts, connection errors, 408, 429, 5xx: retried with exponential backoff
   and full jitter, honouring `Retry-After` (seconds or HTTP-date) and, for 429,
   the provider's rate-limit headers (`worker.connectors.rate_limits`); after
@@ -20,13 +21,20 @@ Classification happens here and nowhere else:
   task, which retries later.
 - any other status: `RequestRejected`, carrying the provider's error code.
 
+Every body is streamed through `worker.connectors.bodies.read_body`, within the
+request's total deadline (`HttpOptions.request_deadline`, clipped to what is left of
+the sync's) and a decoded-size cap. Inside a sync, each request also spends from the
+sync's limits (`worker.connectors.limits`: deadline, page budget, a cursor that must
+move).
+
 Before every attempt the client spends from the request budget bound to the
 current sync (`paced`): the worker binds each customer key's cluster-wide token
 bucket there, so every process shares one budget per key.
 
 Messages name `METHOD /path` only: never the host a session adds, the query
 string, a header or the provider's free-text message, so secrets cannot leak
-into them.
+into them. The provider's error code and reason phrase are cleaned
+(`worker.connectors.redaction.clean_detail`: bounded, printable, keys redacted).
 """
 
 from __future__ import annotations
@@ -38,17 +46,36 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import httpx
 import structlog
 
 from worker.backoff import Backoff
-from worker.connectors.errors import AuthFailed, RequestRejected, TransientError
+from worker.connectors.addresses import GuardedTransport, Resolver, system_resolver
+from worker.connectors.bodies import ACCEPT_ENCODING, MIB, read_body
+from worker.connectors.errors import (
+    AuthFailed,
+    BlockedHost,
+    PermissionDenied,
+    RequestRejected,
+    RequestTimedOut,
+    TransientError,
+)
+from worker.connectors.limits import SyncBudget, current_budget
 from worker.connectors.rate_limits import RateLimitHook, parse_retry_after, rate_limit_wait
+from worker.connectors.redaction import clean_detail
 from worker.connectors.responses import ErrorDetail, decode_json
 
 log = structlog.get_logger(__name__)
+
+# A minute for one page: providers answer in well under a second; a slow report download
+# gets many times that, and a body still arriving after it is being trickled.
+DEFAULT_REQUEST_DEADLINE_S: Final = 60.0
+# Decoded bytes one response may hold (SYNCWORKER_MAX_RESPONSE_MB): a page of 100-250
+# objects is well under 1 MiB, a day's report a few MiB. A body is held twice at most while
+# it is joined, and a threads worker runs 64 syncs: 16 MiB keeps the worst case near 2 GiB.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * MIB
 
 
 @dataclass(frozen=True)
@@ -70,10 +97,18 @@ class HttpOptions:
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = 15.0  # connect/read seconds; far below the sync task's time limit
+    # One request's total seconds, body included (SYNCWORKER_REQUEST_DEADLINE): the per-read
+    # timeout alone lets a body trickle in forever.
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE_S
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     max_connections: int = 20  # per connector instance, i.e. per worker process and provider
     sleep: Callable[[float], None] = time.sleep
     random: Callable[[], float] = _random.random
     wall_clock: Callable[[], float] = time.time  # epoch seconds, for HTTP-dates and resets
+    monotonic: Callable[[], float] = time.monotonic  # for request deadlines
+    # Customer hosts on loopback (SYNCWORKER_ALLOW_LOOPBACK_HOSTS): only tests and the demo.
+    allow_loopback: bool = False
+    resolve: Resolver = system_resolver
     transport: httpx.BaseTransport | None = None
 
 
@@ -130,20 +165,31 @@ class ProviderClient:
         headers: Mapping[str, str] | None = None,
         rate_limit: RateLimitHook = rate_limit_wait,
         error_detail: ErrorDetail | None = None,
+        customer_hosts: bool = False,
     ) -> None:
-        """`base_url` "": each session names its host; `error_detail` None: no detail."""
-        self.options = options or HttpOptions()
+        """`base_url` "": each session names its host; `error_detail` None: no detail.
+
+        `customer_hosts`: the hosts are customers' (a Shopify shop, a WooCommerce store), so
+        every connection goes only to checked public addresses (`GuardedTransport`).
+        """
+        self.options = options = options or HttpOptions()
         self.rate_limit = rate_limit
         self._error_detail = error_detail
+        limits = httpx.Limits(
+            max_connections=options.max_connections,
+            max_keepalive_connections=options.max_connections,
+        )
+        transport = options.transport
+        if transport is None and customer_hosts:
+            transport = GuardedTransport(
+                limits, allow_loopback=options.allow_loopback, resolve=options.resolve
+            )
         self._http = httpx.Client(
             base_url=base_url,
-            headers=headers,
-            timeout=httpx.Timeout(self.options.timeout),
-            limits=httpx.Limits(
-                max_connections=self.options.max_connections,
-                max_keepalive_connections=self.options.max_connections,
-            ),
-            transport=self.options.transport,
+            headers={"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})},
+            timeout=httpx.Timeout(options.timeout),
+            limits=limits,
+            transport=transport,
             follow_redirects=False,
         )
 
@@ -153,13 +199,15 @@ class ProviderClient:
         headers: Mapping[str, str] | None = None,
         *,
         base_url: str | None = None,
+        customer_host: bool = False,
     ) -> ProviderSession:
         """A view of this client sending one integration's credentials; it shares the pool.
 
         `base_url`, when given, is that integration's own host (a Shopify shop, a
-        WooCommerce store), used instead of the client's.
+        WooCommerce store), used instead of the client's. `customer_host`: the customer
+        named that host, so a request to any other host is refused.
         """
-        return ProviderSession(self, auth, dict(headers or {}), base_url)
+        return ProviderSession(self, auth, dict(headers or {}), base_url, customer_host)
 
     def request(
         self,
@@ -169,27 +217,70 @@ class ProviderClient:
         base_url: str | None = None,
         auth: httpx.Auth | None = None,
         headers: Mapping[str, str] | None = None,
+        customer_host: bool = False,
         **content: Any,
     ) -> httpx.Response:
-        """Send one call, retrying transient failures; a 2xx response or an exception."""
+        """Send one call, retrying transient failures; a 2xx response or an exception.
+
+        `customer_host`: `base_url` is a customer's, so a request to another host is refused.
+        """
         endpoint = f"{method} {path.partition('?')[0]}"
         url = join_url(base_url, path) if base_url else path
+        budget = current_budget()
+        if customer_host and base_url:
+            _same_host(url, base_url, endpoint)
         attempt = 0
         while True:
             attempt += 1
+            seconds = self._seconds_for(endpoint, budget)
+            timeout = httpx.Timeout(min(self.options.timeout, seconds))
+            request = self._http.build_request(
+                method, url, headers=headers, timeout=timeout, **content
+            )
+            if budget is not None and attempt == 1:
+                budget.spend(method, endpoint, str(request.url))
             self._pace(endpoint)
             try:
-                response = self._http.request(
-                    method, url, auth=auth or httpx.USE_CLIENT_DEFAULT, headers=headers, **content
-                )
+                response = self._send(request, auth, endpoint, seconds)
             except httpx.TransportError as exc:  # connection refused/reset, every timeout
                 failure = _Failure(type(exc).__name__, None, exc)
+            except BlockedHost as exc:  # from GuardedTransport, before any connection
+                raise BlockedHost(f"{endpoint}: {exc}") from exc
+            except RequestTimedOut as exc:
+                failure = _Failure(f"not complete within {seconds:g} s", None, exc)
             else:
                 found = self._classify(endpoint, response)
                 if found is None:
                     return response
                 failure = found
             self._wait_or_give_up(endpoint, failure, attempt)
+
+    def _seconds_for(self, endpoint: str, budget: SyncBudget | None) -> float:
+        """This attempt's total seconds: the request deadline, clipped to the sync's."""
+        seconds = self.options.request_deadline
+        if budget is not None:
+            seconds = min(seconds, budget.check_deadline(endpoint))
+        return seconds
+
+    def _send(
+        self, request: httpx.Request, auth: httpx.Auth | None, endpoint: str, seconds: float
+    ) -> httpx.Response:
+        """Send one attempt and read its body within `seconds` in all."""
+        options = self.options
+        deadline = options.monotonic() + seconds
+        sent = auth or httpx.USE_CLIENT_DEFAULT
+        response = self._http.send(request, auth=sent, stream=True)
+        try:
+            read_body(
+                response,
+                endpoint,
+                limit=options.max_response_bytes,
+                deadline=deadline,
+                monotonic=options.monotonic,
+            )
+        finally:
+            response.close()
+        return response
 
     def _pace(self, endpoint: str) -> None:
         """Wait for the budget's next slot; a long wait goes back to the task as a retry."""
@@ -207,9 +298,15 @@ class ProviderClient:
         status = response.status_code
         if 200 <= status < 300:
             return None
-        detail = self._error_detail(response) if self._error_detail else None
-        reason = f"{status} {response.reason_phrase}" + (f" ({detail})" if detail else "")
-        if status in (401, 403):
+        found = self._error_detail(response) if self._error_detail else None
+        detail = clean_detail(found) if found else None
+        # The reason phrase is the server's own text too (`HTTP/1.1 403 <anything>`).
+        reason = f"{status} {clean_detail(response.reason_phrase)}" + (
+            f" ({detail})" if detail else ""
+        )
+        if status == 403:
+            raise PermissionDenied(f"{endpoint}: {reason}: the credential lacks this permission")
+        if status == 401:
             raise AuthFailed(f"{endpoint}: {reason}")
         if status in (408, 429) or status >= 500:
             return _Failure(reason, self._retry_after(response))
@@ -267,6 +364,7 @@ class ProviderSession:
     _auth: httpx.Auth | None = field(repr=False)
     _headers: dict[str, str] = field(repr=False)
     _base_url: str | None = None  # None: the client's
+    _customer_host: bool = False  # `_base_url` is the customer's: no request goes elsewhere
     _pause: float = 0.0
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -302,6 +400,7 @@ class ProviderSession:
             method,
             path,
             base_url=self._base_url,
+            customer_host=self._customer_host,
             auth=self._auth,
             headers=self._headers,
             **content,
@@ -317,3 +416,9 @@ def join_url(base_url: str, path: str) -> str:
     if httpx.URL(path).is_absolute_url:
         return path
     return f"{base_url.rstrip('/')}/{path.lstrip('/')}"
+
+
+def _same_host(url: str, base_url: str, endpoint: str) -> None:
+    """Refuse a request on a customer's session to any other host than the customer's."""
+    if httpx.URL(url).host != httpx.URL(base_url).host:
+        raise BlockedHost(f"{endpoint}: refused a request to another host than the customer's")

@@ -62,6 +62,7 @@ from worker.connectors.cursors import EPOCH, WalkCursor, WalkKeys
 from worker.connectors.errors import MalformedResponse, ProviderError
 from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient, ProviderSession
 from worker.connectors.responses import error_fields, require
+from worker.connectors.webhooks import WEBHOOK_SECRET_FIELD, webhook_secret_credential
 
 MAX_PAGE_SIZE = 100  # the documented upper clamp of `limit`
 RATE_WINDOW = 60.0  # seconds: RevenueCat counts requests per minute
@@ -88,8 +89,11 @@ class RevenueCatConnector(HttpConnector):
         )
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
-        """`secret_key` (a v2 secret key, sk_...) and `project_id`."""
-        reject_unknown(raw, self.required_credentials, provider=self.provider)
+        """`secret_key` (a v2 secret key, sk_...) and `project_id`, and optionally the
+        `webhook_secret` (the Authorization header value its webhooks send)."""
+        reject_unknown(
+            raw, (*self.required_credentials, WEBHOOK_SECRET_FIELD), provider=self.provider
+        )
         key = credential(raw, "secret_key", provider=self.provider)
         if not key.startswith("sk_"):
             raise InvalidCredentials(
@@ -100,7 +104,8 @@ class RevenueCatConnector(HttpConnector):
             raise InvalidCredentials(
                 "revenuecat credentials: project_id may hold only letters, digits, '_' and '-'"
             )
-        return {"secret_key": key, "project_id": project}
+        webhook = webhook_secret_credential(self.provider, raw)
+        return {"secret_key": key, "project_id": project, **webhook}
 
     def sync(self, ctx: SyncContext, sink: PageSink) -> SyncResult:
         credentials = self.validate_credentials(ctx.credentials)
@@ -124,7 +129,7 @@ def _rate_limit(response: httpx.Response, now: float) -> float | None:
     if response.status_code == 429:
         try:
             backoff = response.json().get("backoff_ms")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # RecursionError: hostile nesting
             return None
         return backoff / 1000 if isinstance(backoff, int | float) else None
     usage = response.headers.get("revenuecat-rate-limit-current-usage", "")

@@ -97,7 +97,10 @@ class ShopifyConnector(HttpConnector):
     max_page_size: ClassVar[int] = MAX_PAGE_SIZE
 
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
-        return ProviderClient(base_url, options=options, rate_limit=call_limit_wait)
+        # No base URL: each shop is the customer's own host, reached only at public addresses.
+        return ProviderClient(
+            base_url, options=options, rate_limit=call_limit_wait, customer_hosts=not base_url
+        )
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
         """`shop_domain` (`<name>.myshopify.com`) and `access_token` (`shpat_...`)."""
@@ -119,7 +122,9 @@ class ShopifyConnector(HttpConnector):
         streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
         token, shop = credentials["access_token"], f"https://{credentials['shop_domain']}"
         auth = HeaderAuth(lambda _: {"X-Shopify-Access-Token": token})
-        api = self.client.authorized(auth, base_url=self.base_url or shop)
+        api = self.client.authorized(
+            auth, base_url=self.base_url or shop, customer_host=self.base_url is None
+        )
 
         def sync_stream(stream: str, tally: SyncTally) -> None:
             cursor = WalkCursor.restore(CURSOR, ctx.cursors.get(stream), stream, tally)

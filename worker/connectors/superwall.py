@@ -40,6 +40,7 @@ from worker.connectors.errors import ConfigurationError
 from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient
 from worker.connectors.responses import error_fields, require
 from worker.connectors.webhooks import STREAM as WEBHOOK_STREAM
+from worker.connectors.webhooks import WEBHOOK_SECRET_FIELD, webhook_secret_credential
 
 log = structlog.get_logger(__name__)
 
@@ -61,14 +62,17 @@ class SuperwallConnector(HttpConnector):
         return ProviderClient(base_url, options=options, error_detail=detail)
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
-        """An organization `api_key` (not a public `pk_` SDK key)."""
-        reject_unknown(raw, self.required_credentials, provider=self.provider)
+        """An organization `api_key` (not a public `pk_` SDK key), and optionally the
+        webhook endpoint's `webhook_secret` (`whsec_...`)."""
+        reject_unknown(
+            raw, (*self.required_credentials, WEBHOOK_SECRET_FIELD), provider=self.provider
+        )
         key = credential(raw, "api_key", provider=self.provider)
         if key.startswith("pk_"):
             raise InvalidCredentials(
                 "superwall credentials: api_key is a public SDK key (pk_); use an API key"
             )
-        return {"api_key": key}
+        return {"api_key": key, **webhook_secret_credential(self.provider, raw)}
 
     def sync(self, ctx: SyncContext, sink: PageSink) -> SyncResult:
         credentials = self.validate_credentials(ctx.credentials)

@@ -4,6 +4,11 @@
     stored = ingest_webhook(sessions, integration_id, Provider.SUPERWALL, headers, body,
                             secret=secret, now=now)
 
+The secret is the integration's own, kept sealed with its credentials as `webhook_secret`
+(`webhook_secret_credential` checks it where a connector validates credentials): for
+Superwall the endpoint's Svix signing secret (`whsec_...`), for RevenueCat the exact
+`Authorization` header value set in its dashboard.
+
 `accept_webhook` is pure (no I/O): it verifies and parses, or raises `WebhookRejected`
 (whatever the headers hold). An empty signing secret (`""`, or Svix's bare `whsec_`) is a
 `ConfigurationError`: it would accept a signature anyone can make.
@@ -45,7 +50,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.clock import ensure_utc
 from models.db import lock_integration
-from models.errors import IntegrationNotFound
+from models.errors import IntegrationNotFound, InvalidCredentials
 from models.records import store_page
 from models.status import Provider
 from worker.connectors.base import Record
@@ -61,6 +66,30 @@ SVIX_SECRET_PREFIX = "whsec_"  # noqa: S105 - the documented prefix of Svix secr
 MAX_ID_CHARS = 256
 MAX_SIGNATURES_CHARS = 4096
 MAX_TIMESTAMP_DIGITS = 12
+# The credential field that holds an integration's webhook secret.
+WEBHOOK_SECRET_FIELD = "webhook_secret"  # noqa: S105 - a field name, not a secret
+# Svix secrets are ~40 characters and an Authorization header value rarely passes 200.
+MAX_SECRET_CHARS = 1024
+
+
+def webhook_secret_credential(provider: Provider, raw: Mapping[str, Any]) -> dict[str, str]:
+    """The optional `webhook_secret` among a provider's credentials, checked; {} if absent."""
+    value = raw.get(WEBHOOK_SECRET_FIELD)
+    if value is None:
+        return {}
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_SECRET_CHARS:
+        raise InvalidCredentials(
+            f"{provider} credentials: {WEBHOOK_SECRET_FIELD} must be non-empty text of at "
+            f"most {MAX_SECRET_CHARS} characters"
+        )
+    if provider is Provider.SUPERWALL:
+        try:
+            _svix_key(value)
+        except ConfigurationError:
+            raise InvalidCredentials(
+                f"superwall credentials: {WEBHOOK_SECRET_FIELD} is not whsec_<base64>"
+            ) from None
+    return {WEBHOOK_SECRET_FIELD: value}
 
 
 def accept_webhook(
@@ -78,7 +107,7 @@ def accept_webhook(
     verify(texts, body, secret, now)
     try:
         payload = json.loads(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, hostile nesting
         raise WebhookRejected(f"{provider} webhooks: body is not valid JSON") from None
     return (parse(payload),)
 

@@ -8,8 +8,6 @@ operator service and real sync runs (`models.sync_runs`), never by writing a sta
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -17,12 +15,9 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 
 from models.clock import ManualClock
-from models.status import SyncOutcome
-from models.sync_runs import RunStart, SyncResult, finish_run, start_run
 from tests.api.conftest import AddIntegration, Api
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-LEASE = timedelta(minutes=5)
 
 
 def csrf_of(response: Response) -> str:
@@ -66,43 +61,3 @@ def post_form(client: TestClient, path: str, **fields: str) -> Response:
     """Post the form at `path` with the session's CSRF token, as its button would."""
     token = csrf_of(client.get("/ui/"))
     return client.post(path, data={"csrf_token": token, **fields}, follow_redirects=False)
-
-
-Sync = Callable[..., None]
-
-
-@pytest.fixture
-def sync(api: Api) -> Sync:
-    """Run one sync attempt to its end with the given result, as a worker would."""
-
-    def run(integration_id: str, outcome: SyncOutcome, **result: object) -> None:
-        runtime = api.runtime
-        with runtime.sessions() as session, session.begin():
-            started = start_run(
-                session,
-                integration_id,
-                task_id=uuid.uuid4().hex,
-                now=runtime.clock.now(),
-                lease=LEASE,
-            )
-            assert isinstance(started, RunStart), started
-            finish_run(
-                session,
-                started.run_id,
-                SyncResult(outcome, **result),  # type: ignore[arg-type]
-                now=runtime.clock.now(),
-            )
-
-    return run
-
-
-@pytest.fixture
-def in_qa(add_integration: AddIntegration, sync: Sync) -> Callable[..., str]:
-    """An integration whose first sync failed, so it waits in quality assurance."""
-
-    def create(error: str = "customers: 500 from the provider", **fields: object) -> str:
-        integration_id = add_integration(**fields)
-        sync(integration_id, SyncOutcome.FAILED, error=error)
-        return integration_id
-
-    return create

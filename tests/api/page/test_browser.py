@@ -24,8 +24,7 @@ from playwright.sync_api import Page, Route, sync_playwright
 
 from api.serving import BackgroundServer
 from models.status import SyncOutcome
-from tests.api.conftest import AddIntegration, Api
-from tests.api.page.conftest import Sync
+from tests.api.conftest import AddIntegration, Api, Sync
 
 SYSTEM_CHROMIUM: Final = Path("/usr/bin/chromium")
 CHROMIUM_ARGS: Final = [

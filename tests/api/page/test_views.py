@@ -17,8 +17,7 @@ from api.page.statuses import STATUS_TEXTS
 from models.clock import ManualClock
 from models.status import Status, SyncOutcome
 from scheduler.marks import mark
-from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
-from tests.api.page.conftest import Sync
+from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api, Sync
 from tests.conftest import incident_row
 
 SECRET = "sk_test_PageNeverShowsThis0001"

@@ -91,7 +91,9 @@ def test_a_key_without_access_to_the_company_is_auth_failed(
     credentials = {**CREDENTIALS, "company_id": "biz_someone_else"}
     result = run_sync(make_whop(), make_context(credentials), RecordingSink())
     assert result.outcome is SyncOutcome.AUTH_FAILED
-    assert result.error == f"GET {MEMBERSHIPS}: 403 Forbidden (forbidden)"
+    # every stream was denied: the key is allowed nowhere
+    assert result.error is not None
+    assert result.error.startswith(f"memberships: GET {MEMBERSHIPS}: 403 Forbidden (forbidden)")
 
 
 def test_a_429_is_waited_out(
@@ -197,7 +199,7 @@ def test_an_unreadable_stored_cursor_restarts_the_stream_with_a_warning(
     [
         ({"company_id": COMPANY}, "whop credentials: api_key is required"),
         ({"api_key": KEY}, "whop credentials: company_id is required"),
-        ({"api_key": "two words", "company_id": COMPANY}, "api_key must not contain spaces"),
+        ({"api_key": "two words", "company_id": COMPANY}, "api_key must be printable ASCII"),
         ({"api_key": KEY, "company_id": "acme"}, "company_id must start with biz_"),
         ({**CREDENTIALS, "webhook_secret": "ws_abc"}, "unexpected field 'webhook_secret'"),
     ],
