@@ -9,7 +9,8 @@ was abandoned by a dead worker and is reaped, making the integration due again.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from models.changes import Change, apply_trigger
 from models.db import as_uuid, lock_integration, table_of
 from models.errors import IntegrationNotFound
-from models.records import PageWrite, store_page
+from models.records import PageWrite, Warn, store_page
 from models.schema import Integration, SyncCursor, SyncRun
 from models.status import OUTCOME_TRIGGERS, SYNCING_STATUSES, Status, SyncOutcome
 from models.time_rules import apply_time_rules
@@ -39,6 +40,15 @@ class SyncResult:
     records: int = 0
     warnings: tuple[str, ...] = ()
     error: str | None = None
+
+    def with_warnings(self, extra: Sequence[str]) -> SyncResult:
+        """This result with `extra` warnings; a success becomes a success with warnings."""
+        if not extra:
+            return self
+        outcome = self.outcome
+        if outcome is SyncOutcome.SUCCEEDED:
+            outcome = SyncOutcome.SUCCEEDED_WITH_WARNINGS
+        return replace(self, outcome=outcome, warnings=(*self.warnings, *extra))
 
 
 @dataclass(frozen=True)
@@ -170,11 +180,13 @@ def finish_run(
     *,
     now: datetime,
     last_page: PageWrite | None = None,
+    warn: Warn | None = None,
 ) -> Change | None:
     """Close a run and apply its outcome to the lifecycle, all in the caller's transaction.
 
     `last_page`, the run's newest page not yet stored, is stored in the same transaction
-    (a one-page sync then costs one transaction less). Idempotent: a run already finished
+    (a one-page sync then costs one transaction less); what storing it cleaned or skipped
+    is added to the result's warnings and told to `warn`. Idempotent: a run already finished
     (a redelivered task) changes nothing. A result for an integration that left the
     syncing statuses is recorded but never moves it.
     """
@@ -186,6 +198,7 @@ def finish_run(
     if run is None:
         return None
     stored = 0
+    problems: list[str] = []
     if last_page is not None:  # the page was fetched: keep it, whatever became of the run
         stored = store_page(
             session,
@@ -195,7 +208,12 @@ def finish_run(
             records=last_page.records,
             cursor=last_page.cursor,
             now=now,
+            warn=problems.append,
         )
+        result = result.with_warnings(problems)
+        if warn is not None:
+            for problem in problems:
+                warn(problem)
     if run.finished_at is not None:  # a redelivery, or a concurrent one got here first
         return None
     records = run.records_received + stored

@@ -8,17 +8,20 @@ transaction, so no row lock is held while the provider answers.
 
 from __future__ import annotations
 
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.changes import Change
 from models.clock import Clock
 from models.credentials import Credentials, Keyring
+from models.db import is_disconnect
 from models.errors import CredentialsError
 from models.records import store_page
 from models.status import Provider, SyncOutcome
@@ -70,6 +73,8 @@ class PageStore:
         self._services = services
         self._start = start
         self._held: Page | None = None
+        # What storing the pages found to clean or skip (models.records), for the result.
+        self.warnings: list[str] = []
 
     def store(self, page: Page) -> None:
         if self._held is not None:
@@ -97,6 +102,7 @@ class PageStore:
                 records=page.records,
                 cursor=page.cursor,
                 now=self._services.clock.now(),
+                warn=self.warnings.append,
             )
 
 
@@ -145,19 +151,34 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
     except TransientError as exc:
         pages.flush()
         if not final_attempt:
-            with services.sessions() as session, session.begin():
-                close_for_retry(
-                    session, start.run_id, f"transient: {exc}", now=services.clock.now()
-                )
+            _close_for_retry(services, start, f"transient: {exc}")
             raise
         result = SyncResult(SyncOutcome.FAILED, error=f"gave up after retries: {exc}")
-    except BaseException:
+    # Anything else raised inside a sync is a bug or a value nobody foresaw (a RecursionError,
+    # a UnicodeEncodeError, a value the database refuses). It must never leave the run open
+    # until the reaper calls it abandoned: the run ends failed, naming the error's kind.
+    except Exception as exc:
+        _keep_held_page(pages)
+        if is_disconnect(exc) and not final_attempt:
+            # The database went away, not the sync: the task retries on a fresh pool.
+            _close_for_retry(services, start, "transient: database connection lost")
+            raise
+        result = _crashed(start, exc)
+    except BaseException:  # the process is going down: the reaper closes the run
         _keep_held_page(pages)
         raise
+    result = result.with_warnings(pages.warnings)
+    last_page: list[str] = []
     with services.sessions() as session, session.begin():
         change = finish_run(
-            session, start.run_id, result, now=services.clock.now(), last_page=pages.take()
+            session,
+            start.run_id,
+            result,
+            now=services.clock.now(),
+            last_page=pages.take(),
+            warn=last_page.append,
         )
+    result = result.with_warnings(last_page)
     log.info(
         "sync.finished",
         run_id=str(start.run_id),
@@ -171,12 +192,46 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
     return Finished(start.run_id, result, change)
 
 
+def _close_for_retry(services: SyncServices, start: RunStart, error: str) -> None:
+    """End the attempt without an outcome, if the database lets us; the retry takes over."""
+    try:
+        with services.sessions() as session, session.begin():
+            close_for_retry(session, start.run_id, error, now=services.clock.now())
+    except DBAPIError as exc:  # the retry finds the run still open and takes it over
+        log.warning("sync.close_for_retry_failed", error=type(exc).__name__)
+
+
 def _keep_held_page(pages: PageStore) -> None:
     """On the way out with an error: store the page already fetched, if the database lets us."""
     try:
         pages.flush()
-    except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
-        log.warning("sync.held_page_lost", error=type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - the original error is the one to handle
+        log.warning("sync.held_page_lost", error=error_kind(exc))
+
+
+def _crashed(start: RunStart, exc: Exception) -> SyncResult:
+    """A failed result for an unexpected error: its kind and where, never its value."""
+    reason = f"unexpected {error_kind(exc)} in {_where(exc)}"
+    log.error("sync.crashed", run_id=str(start.run_id), error=reason)
+    return SyncResult(SyncOutcome.FAILED, error=reason)
+
+
+def error_kind(exc: BaseException) -> str:
+    """The error's class, and the driver's for a database error; a message may hold values."""
+    kind = type(exc).__name__
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        kind = f"{kind} ({type(exc.orig).__name__})"
+    return kind
+
+
+def _where(exc: BaseException) -> str:
+    """The function the error was raised in, as `module.function`."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "the sync"
+    frame = frames[-1]
+    module = frame.filename.rsplit("/", 1)[-1].removesuffix(".py")
+    return f"{module}.{frame.name}"
 
 
 def _fetch(services: SyncServices, start: RunStart, pages: PageStore) -> SyncResult:
