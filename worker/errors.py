@@ -24,6 +24,7 @@
     │   └── WebhookRejected         an inbound provider webhook failing verification
     ├── DeliveryFailed              worker.errors: a sink refused a status-change event
     ├── SignatureError              worker.errors: our own webhook's signature header is off
+    ├── SyncTimeLimitExceeded       worker.errors: a sync ran past its wall-clock deadline
     ├── BrokerUnavailable           worker.errors: a sync could not be published right now
     └── ServiceUnavailable          worker.errors: the database, Redis or the broker failed
 
@@ -42,6 +43,10 @@ class DeliveryFailed(SyncWorkerError):
 
 class SignatureError(SyncWorkerError):
     """Raised when a webhook's signature header is missing, malformed, stale or wrong."""
+
+
+class SyncTimeLimitExceeded(SyncWorkerError):
+    """Raised inside a sync that ran past its deadline; the run ends failed naming the limit."""
 
 
 class BrokerUnavailable(SyncWorkerError):

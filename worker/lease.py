@@ -11,6 +11,7 @@ embedded default: one process) an in-process table stands in for the key.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,6 +105,12 @@ class LocalLeaseStore:
 class _Held:
     token: str
     run_id: uuid.UUID | None = None
+    deadline: float | None = None  # monotonic; past it the lease is no longer renewed
+    overdue: bool = False  # seen past its deadline (on_overdue was called once)
+
+
+# Told the run id of a sync found past its deadline, once, from the renewal thread.
+OnOverdue = Callable[[uuid.UUID], object]
 
 
 class Leases:
@@ -117,8 +124,12 @@ class Leases:
         ttl: timedelta,
         app_ttl: timedelta,
         now: Callable[[], datetime],
+        on_overdue: OnOverdue | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._on_overdue = on_overdue
+        self._monotonic = monotonic
         self._sessions = sessions
         self._ttl_ms = int(ttl.total_seconds() * 1000)
         self._app_ttl = app_ttl
@@ -143,12 +154,21 @@ class Leases:
         self._ensure_renewer()
         return token
 
-    def attach_run(self, integration_id: str, run_id: uuid.UUID) -> None:
-        """Renew this run's row along with the lease from now on."""
+    def attach_run(
+        self, integration_id: str, run_id: uuid.UUID, *, deadline: float | None = None
+    ) -> None:
+        """Renew this run's row along with the lease from now on, until `deadline`.
+
+        Past its deadline (on the `monotonic` clock) a sync's lease is renewed no more, and
+        `on_overdue` hears its run id: a sync stuck where it cannot notice its deadline
+        (the threads pool enforces no time limit) is closed all the same, and its lease
+        lapses instead of being kept alive forever.
+        """
         with self._lock:
             held = self._held.get(integration_id)
             if held is not None:
                 held.run_id = run_id
+                held.deadline = deadline
 
     def release(self, integration_id: str, token: str) -> None:
         with self._lock:
@@ -159,9 +179,14 @@ class Leases:
             log.warning("lease.release_failed", integration_id=integration_id, error=str(exc))
 
     def renew_all(self) -> int:
-        """Extend every lease this process holds, in the store and on the SyncRun rows."""
+        """Extend every lease this process holds, in the store and on the SyncRun rows.
+
+        Leases past their deadline are left to lapse, and their runs reported overdue.
+        """
+        for run_id in self._newly_overdue():
+            self._report_overdue(run_id)
         with self._lock:
-            held = {key: _Held(h.token, h.run_id) for key, h in self._held.items()}
+            held = {key: _Held(h.token, h.run_id) for key, h in self._held.items() if not h.overdue}
         for integration_id, lease in held.items():
             renewed = self._store.renew(integration_id, lease.token, self._ttl_ms)
             # A sync that finished since the copy above released its lease: not a loss.
@@ -177,6 +202,27 @@ class Leases:
                     .execution_options(synchronize_session=False)
                 )
         return len(held)
+
+    def _newly_overdue(self) -> list[uuid.UUID]:
+        """Mark the leases that just passed their deadline; their run ids."""
+        now = self._monotonic()
+        found = []
+        with self._lock:
+            for held in self._held.values():
+                if held.deadline is not None and now >= held.deadline and not held.overdue:
+                    held.overdue = True
+                    if held.run_id is not None:
+                        found.append(held.run_id)
+        return found
+
+    def _report_overdue(self, run_id: uuid.UUID) -> None:
+        log.error("lease.overdue", run_id=str(run_id))
+        if self._on_overdue is None:
+            return
+        try:
+            self._on_overdue(run_id)
+        except Exception as exc:  # noqa: BLE001 - renewing the other leases comes first
+            log.error("lease.overdue_failed", run_id=str(run_id), error=type(exc).__name__)
 
     def _holds(self, integration_id: str, token: str) -> bool:
         with self._lock:

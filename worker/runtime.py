@@ -29,7 +29,7 @@ from worker.connectors.registry import connector_for
 from worker.lease import Leases, LeaseStore, LocalLeaseStore, RedisLeaseStore
 from worker.publish import CeleryPublisher
 from worker.settings import THREADS_CONCURRENCY, Settings
-from worker.sync import SyncServices
+from worker.sync import SyncServices, end_overdue_run
 
 RUNTIME_ATTRIBUTE: Final = "syncworker_runtime"
 SETTINGS_ATTRIBUTE: Final = "syncworker_settings"
@@ -97,6 +97,7 @@ class Runtime:
             ttl=self.settings.lease_ttl_real,
             app_ttl=self.settings.lease_ttl,
             now=self.clock.now,
+            on_overdue=lambda run_id: end_overdue_run(self.sync_services, run_id),
         )
 
     def connector(self, provider: Provider) -> Connector:
@@ -122,6 +123,7 @@ class Runtime:
             connector_for=self.connector,
             budget=self.budget,
             policies=self.settings.providers,
+            time_limit=self.settings.sync_time_limit,
         )
 
     def close(self) -> None:

@@ -54,6 +54,8 @@ SESSION_KEY_FILE: Final = "session.key"
 MIN_SESSION_SECRET_CHARS: Final = 32
 # A sync interval below a minute would have the beat's 15 s tick dispatch an integration
 # again before its previous sync finished; above 30 days data is stale beyond use.
+# A sync's own deadline as a share of the task's time limit (Settings.sync_time_limit).
+SYNC_TIME_LIMIT_SHARE: Final = 0.8
 MIN_INTERVAL_S: Final = 60
 MAX_INTERVAL_S: Final = 30 * 86_400
 # Where the metrics endpoint listens by default: this host only on the embedded default (a
@@ -146,8 +148,8 @@ class Settings:
     )
     # Demo only: the app clock runs this many times faster than the wall clock.
     clock_speed: float = 1.0
-    # A task's hard time limit (the soft one is nine tenths of it); below the broker's
-    # visibility timeout (see visibility_timeout).
+    # A task's hard time limit (the soft one is nine tenths of it, a sync's own deadline
+    # four fifths: sync_time_limit); below the broker's visibility timeout.
     task_time_limit_s: int = field(
         default=300, metadata=env("TASK_TIME_LIMIT", whole(2, 3600, " s"))
     )
@@ -193,6 +195,16 @@ class Settings:
     def metrics_bind_address(self) -> str:
         """Where the metrics endpoint listens."""
         return self.metrics_addr or (LOOPBACK if self.embedded else ALL_INTERFACES)
+
+    @property
+    def sync_time_limit(self) -> timedelta:
+        """A sync's wall-clock deadline: four fifths of the task's time limit.
+
+        The threads pool enforces no task time limit at all, so this is the one that holds
+        there; it leaves time to store the last page and close the run before the prefork
+        pool's soft limit (nine tenths) would interrupt the task.
+        """
+        return timedelta(seconds=self.task_time_limit_s * SYNC_TIME_LIMIT_SHARE)
 
     @property
     def lease_ttl_real(self) -> timedelta:

@@ -482,3 +482,46 @@ def test_a_database_connection_the_server_dropped_retries_the_sync_on_a_fresh_po
     first, second = runs_of(sessions, integration_id)
     assert (first.outcome, second.outcome) == (SyncOutcome.SUCCEEDED, SyncOutcome.SUCCEEDED)
     assert second.attempt == 1
+
+
+def endless_customers(request: Request) -> Response:
+    """Customers that never end: each page is ten new ones and says `has_more`."""
+    after = request.query.get("starting_after")
+    first = int(after.removeprefix("cus_")) + 1 if after else 0
+    data = [
+        {"id": f"cus_{n:08d}", "object": "customer", "created": 1_800_000_000 - n}
+        for n in range(first, first + 10)
+    ]
+    return Response.json({"object": "list", "data": data, "has_more": True})
+
+
+def test_a_sync_that_never_ends_is_failed_at_its_time_limit_on_the_threads_pool(
+    make_app: Callable[..., Celery],
+    stripe: MalformingStripe,
+    sessions: sessionmaker[Session],
+    add_integration: Callable[..., uuid.UUID],
+    outcomes: Outcomes,
+) -> None:
+    # given: a provider whose pages never end, and the shortest time limit (2 s, so a sync's
+    # deadline is 1.6 s), on the threads pool, which enforces no task time limit itself
+    app = make_app(TASK_TIME_LIMIT="2", LEASE_TTL="2")
+    integration_id = add_integration("sk_test_endless")
+    stripe.route("GET", "/v1/customers", endless_customers)
+    stripe.latency(0.02)
+
+    # when
+    with running_worker(app):
+        task_id = app.send_task(SYNC_TASK, args=(str(integration_id),), queue=STRIPE_QUEUE).id
+        wait_for(lambda: outcomes.of(task_id), what="the endless sync to end")
+    # (leaving the block is the worker's warm shutdown: it waits for every task to end)
+
+    # then: the task ended, the run failed naming the limit, and its lease is gone
+    [done] = outcomes.of(task_id)
+    assert (done.state, done.retval["outcome"]) == ("SUCCESS", SyncOutcome.FAILED)
+    [run] = runs_of(sessions, integration_id)
+    assert (run.outcome, run.applied, run.lease_expires_at) == ("failed", True, None)
+    assert (run.error or "").startswith("time limit: the sync ran past its 1.6 s deadline")
+    assert run.records_received > 0
+    assert integration(sessions, integration_id).status == Status.QUALITY_ASSURANCE
+    with Redis.from_url(redis_url()) as redis:
+        assert redis.keys("*lease*") == []

@@ -7,8 +7,11 @@ HTTP, on SQLite and, when TEST_DATABASE_URL is set, on PostgreSQL.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from models.status import Provider, Status, SyncOutcome
 from tests.conftest import IntegrationFactory
 from tests.worker.test_sync import (  # the fixtures of one sync, shared with its tests
     Sessions,
+    audit_of,
     fake,
     interfered,
     keyring,
@@ -34,7 +38,8 @@ from tests.worker.test_sync import (  # the fixtures of one sync, shared with it
 )
 from worker.connectors.http import HttpOptions
 from worker.connectors.registry import connector_for
-from worker.sync import Finished, SyncServices, sync_integration
+from worker.lease import Leases, LocalLeaseStore
+from worker.sync import Finished, SyncServices, end_overdue_run, sync_integration
 
 __all__ = ["fake", "keyring", "make_stripe_integration", "services", "sleep"]
 
@@ -151,3 +156,148 @@ def test_records_holding_values_the_database_refuses_never_fail_the_sync(
     ]
     assert done.result.outcome is SyncOutcome.SUCCEEDED_WITH_WARNINGS
     assert reload(sessions, integration.id).status == Status.SYNC_WARNINGS
+
+
+# --- every sync ends: its deadline --------------------------------------------------------
+
+TIME_LIMIT = timedelta(seconds=2)
+PAGE_SECONDS = 0.5  # how long each page takes on the provider clock below
+
+
+class ProviderTime:
+    """A monotonic clock the fake moves: each page it serves takes PAGE_SECONDS."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class EndlessStripe(FakeStripe):
+    """Stripe, except that customers never end: every page is new and says `has_more`.
+
+    Each page moves `time` on by PAGE_SECONDS; a page whose `gate` is set waits for it first.
+    """
+
+    def __init__(self, time: ProviderTime) -> None:
+        super().__init__()
+        self.time = time
+        self.served = 0
+        self.entered = threading.Event()
+        self.gate: threading.Event | None = None
+        self.route("GET", "/v1/customers", self._endless)
+
+    def _endless(self, request: Request) -> Response:
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
+        first = self.served * 10
+        self.served += 1
+        self.time.now += PAGE_SECONDS
+        data = [
+            {"id": f"cus_{n:08d}", "object": "customer", "created": 1_800_000_000 - n}
+            for n in range(first, first + 10)
+        ]
+        return Response.json({"object": "list", "data": data, "has_more": True})
+
+
+@pytest.fixture
+def provider_time() -> ProviderTime:
+    return ProviderTime()
+
+
+@pytest.fixture
+def endless(provider_time: ProviderTime) -> Iterator[EndlessStripe]:
+    with EndlessStripe(provider_time) as server:
+        yield server
+
+
+@pytest.fixture
+def limited_services(
+    services: SyncServices, endless: EndlessStripe, provider_time: ProviderTime
+) -> Iterator[SyncServices]:
+    """The sync's services with a TIME_LIMIT deadline on the provider's clock, against
+    `endless`, and leases whose renewer closes overdue runs."""
+    connector = connector_for(Provider.STRIPE, base_url=endless.url, http=HttpOptions())
+    limited = replace(
+        services,
+        connector_for=lambda _: connector,
+        time_limit=TIME_LIMIT,
+        monotonic=provider_time,
+    )
+    leases = Leases(
+        LocalLeaseStore(time.monotonic),
+        services.sessions,
+        ttl=timedelta(seconds=90),
+        app_ttl=timedelta(seconds=90),
+        now=services.clock.now,
+        on_overdue=lambda run_id: end_overdue_run(limited, run_id),
+        monotonic=provider_time,
+    )
+    yield replace(limited, leases=leases)
+    leases.close()
+    connector.close()
+
+
+def test_a_sync_that_pages_forever_ends_failed_at_its_deadline_keeping_what_it_stored(
+    limited_services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    endless: EndlessStripe,
+) -> None:
+    # given: a provider whose pages never end, each taking PAGE_SECONDS
+    integration = make_stripe_integration(customers=0)
+
+    # when
+    done = sync_integration(limited_services, str(integration.id), task_id="task-1")
+
+    # then: it stopped at the deadline, failed, naming the limit; every page fetched is kept
+    assert isinstance(done, Finished)
+    assert endless.served == TIME_LIMIT.total_seconds() / PAGE_SECONDS
+    [run] = runs_of(sessions, integration.id)
+    assert (run.outcome, run.applied) == ("failed", True)
+    assert run.error == (
+        "time limit: the sync ran past its 2 s deadline (four fifths of SYNCWORKER_TASK_TIME_LIMIT)"
+    )
+    assert run.records_received == endless.served * 10
+    assert reload(sessions, integration.id).status == Status.SYNC_FAILING
+
+
+def test_a_sync_stuck_past_its_deadline_is_closed_by_the_renewer_and_no_longer_renewed(
+    limited_services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    endless: EndlessStripe,
+    provider_time: ProviderTime,
+) -> None:
+    # given: a sync stuck inside the provider's first answer
+    integration = make_stripe_integration(customers=0)
+    endless.gate = threading.Event()
+    outcome: list[object] = []
+    syncing = threading.Thread(
+        target=lambda: outcome.append(
+            sync_integration(limited_services, str(integration.id), task_id="task-1")
+        )
+    )
+    syncing.start()
+    assert endless.entered.wait(timeout=10)
+
+    # when: its deadline passes and the lease renewer runs
+    provider_time.now += TIME_LIMIT.total_seconds()
+    renewed = limited_services.leases.renew_all()
+
+    # then: the lease was not renewed, and the run is closed failed, naming the limit
+    assert renewed == 0
+    [run] = runs_of(sessions, integration.id)
+    assert (run.outcome, run.applied, run.lease_expires_at) == ("failed", True, None)
+    assert (run.error or "").startswith("time limit: ")
+    assert reload(sessions, integration.id).status == Status.SYNC_FAILING
+
+    # and when the stuck request returns at last, the sync stops without applying twice
+    endless.gate.set()
+    syncing.join(timeout=10)
+    [done] = outcome
+    assert isinstance(done, Finished) and done.change is None
+    triggers = [t for _, _, t in audit_of(sessions, integration.id)]
+    assert triggers.count("sync_failed") == 1
