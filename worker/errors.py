@@ -16,15 +16,21 @@
     ├── ConnectorError              worker.connectors.errors: talking to a provider
     │   ├── AuthFailed              401/403, a revoked or wrong key      -> auth_failed
     │   ├── TransientError          timeouts, 429, 5xx (retry_after)     -> retried, then failed
+    │   │   └── RequestTimedOut     a body still arriving at the request's total deadline
     │   ├── ConfigurationError      filters or configuration unusable    -> failed
     │   │   └── InvalidFilters
-    │   ├── ProviderError           an answer retrying will not fix      -> failed
+    │   ├── SyncLimitExceeded       a sync's deadline or page budget     -> failed, or
+    │   │   ├── SyncDeadlineExceeded                   succeeded_with_warnings if it stored pages
+    │   │   └── PageBudgetExceeded
+    │   ├── ProviderError           an answer retrying will not fix      -> failed (the stream)
     │   │   ├── MalformedResponse
+    │   │   │   └── ResponseTooDeep
+    │   │   ├── ResponseTooLarge
+    │   │   ├── PaginationStalled
     │   │   └── RequestRejected
     │   └── WebhookRejected         an inbound provider webhook failing verification
     ├── DeliveryFailed              worker.errors: a sink refused a status-change event
     ├── SignatureError              worker.errors: our own webhook's signature header is off
-    ├── SyncTimeLimitExceeded       worker.errors: a sync ran past its wall-clock deadline
     ├── BrokerUnavailable           worker.errors: a sync could not be published right now
     └── ServiceUnavailable          worker.errors: the database, Redis or the broker failed
 
@@ -43,10 +49,6 @@ class DeliveryFailed(SyncWorkerError):
 
 class SignatureError(SyncWorkerError):
     """Raised when a webhook's signature header is missing, malformed, stale or wrong."""
-
-
-class SyncTimeLimitExceeded(SyncWorkerError):
-    """Raised inside a sync that ran past its deadline; the run ends failed naming the limit."""
 
 
 class BrokerUnavailable(SyncWorkerError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from typing import Any, Final, cast
 
@@ -24,7 +25,6 @@ from models.db import make_engine, make_sessionmaker
 from models.status import Provider
 from worker.budget import Budget, LocalBudget, RedisBudget
 from worker.connectors.base import Connector
-from worker.connectors.http import HttpOptions
 from worker.connectors.registry import connector_for
 from worker.lease import Leases, LeaseStore, LocalLeaseStore, RedisLeaseStore
 from worker.publish import CeleryPublisher
@@ -108,7 +108,7 @@ class Runtime:
                 policy = self.settings.providers[provider]
                 # A pooled connection per sync thread: with fewer, threads queue for a
                 # connection while others wait on the provider (benchmarks/throughput.py).
-                http = HttpOptions(max_connections=self.slots)
+                http = self.settings.http_options(max_connections=self.slots)
                 connector = connector_for(provider, base_url=policy.base_url, http=http)
                 self._connectors[provider] = connector
             return connector
@@ -123,7 +123,8 @@ class Runtime:
             connector_for=self.connector,
             budget=self.budget,
             policies=self.settings.providers,
-            time_limit=self.settings.sync_time_limit,
+            limits=self.settings.sync_limits,
+            time_limit=timedelta(seconds=self.settings.task_time_limit_s),
         )
 
     def close(self) -> None:

@@ -25,6 +25,13 @@ from models.credentials import Keyring
 from models.errors import CredentialKeyError, InvalidValue
 from models.status import Provider
 from scheduler.providers import DEFAULT_POLICIES, ProviderPolicy, resolve_policies
+from worker.connectors.bodies import MIB
+from worker.connectors.http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE_S,
+    HttpOptions,
+)
+from worker.connectors.limits import DEFAULT_DEADLINE_S, DEFAULT_MAX_PAGES, SyncLimits
 from worker.parsers import (
     ADDRESS,
     BROKER_URL,
@@ -54,8 +61,6 @@ SESSION_KEY_FILE: Final = "session.key"
 MIN_SESSION_SECRET_CHARS: Final = 32
 # A sync interval below a minute would have the beat's 15 s tick dispatch an integration
 # again before its previous sync finished; above 30 days data is stale beyond use.
-# A sync's own deadline as a share of the task's time limit (Settings.sync_time_limit).
-SYNC_TIME_LIMIT_SHARE: Final = 0.8
 MIN_INTERVAL_S: Final = 60
 MAX_INTERVAL_S: Final = 30 * 86_400
 # Where the metrics endpoint listens by default: this host only on the embedded default (a
@@ -148,8 +153,8 @@ class Settings:
     )
     # Demo only: the app clock runs this many times faster than the wall clock.
     clock_speed: float = 1.0
-    # A task's hard time limit (the soft one is nine tenths of it, a sync's own deadline
-    # four fifths: sync_time_limit); below the broker's visibility timeout.
+    # A task's hard time limit (the soft one is nine tenths of it); below the broker's
+    # visibility timeout (see visibility_timeout).
     task_time_limit_s: int = field(
         default=300, metadata=env("TASK_TIME_LIMIT", whole(2, 3600, " s"))
     )
@@ -177,8 +182,31 @@ class Settings:
     task_events: bool = field(default=False, metadata=env("TASK_EVENTS", FLAG))
     # Ping each pooled database connection before use (see models.db.make_engine).
     db_pre_ping: bool = field(default=False, metadata=env("DB_PRE_PING", FLAG))
+    # One sync's wall-clock deadline and request budget (worker.connectors.limits); the
+    # deadline stays below the task's hard time limit, so a sync ends classified on its own.
+    sync_deadline_s: int = field(
+        default=int(DEFAULT_DEADLINE_S), metadata=env("SYNC_DEADLINE", whole(1, 3600, " s"))
+    )
+    sync_max_pages: int = field(
+        default=DEFAULT_MAX_PAGES, metadata=env("SYNC_MAX_PAGES", whole(1, 1_000_000))
+    )
+    # One request's total time, body included, and its decoded body size (worker.connectors).
+    request_deadline_s: int = field(
+        default=int(DEFAULT_REQUEST_DEADLINE_S),
+        metadata=env("REQUEST_DEADLINE", whole(1, 3600, " s")),
+    )
+    max_response_mb: int = field(
+        default=DEFAULT_MAX_RESPONSE_BYTES // MIB,
+        metadata=env("MAX_RESPONSE_MB", whole(1, 1024, " MiB")),
+    )
 
     def __post_init__(self) -> None:
+        if self.sync_deadline_s >= self.task_time_limit_s:
+            raise InvalidValue(
+                f"{PREFIX}SYNC_DEADLINE must be below {PREFIX}TASK_TIME_LIMIT "
+                f"({self.task_time_limit_s} s), got {self.sync_deadline_s}: a sync must end "
+                "on its own before its task is killed"
+            )
         longest_live = self.task_time_limit_s + self.max_retry_delay_s
         if self.visibility_timeout_s <= longest_live:
             raise InvalidValue(
@@ -197,14 +225,17 @@ class Settings:
         return self.metrics_addr or (LOOPBACK if self.embedded else ALL_INTERFACES)
 
     @property
-    def sync_time_limit(self) -> timedelta:
-        """A sync's wall-clock deadline: four fifths of the task's time limit.
+    def sync_limits(self) -> SyncLimits:
+        """Each sync's deadline and page budget."""
+        return SyncLimits(deadline_s=self.sync_deadline_s, max_pages=self.sync_max_pages)
 
-        The threads pool enforces no task time limit at all, so this is the one that holds
-        there; it leaves time to store the last page and close the run before the prefork
-        pool's soft limit (nine tenths) would interrupt the task.
-        """
-        return timedelta(seconds=self.task_time_limit_s * SYNC_TIME_LIMIT_SHARE)
+    def http_options(self, max_connections: int) -> HttpOptions:
+        """The connectors' HTTP options: per-request deadline and body cap, and pool size."""
+        return HttpOptions(
+            max_connections=max_connections,
+            request_deadline=self.request_deadline_s,
+            max_response_bytes=self.max_response_mb * MIB,
+        )
 
     @property
     def lease_ttl_real(self) -> timedelta:

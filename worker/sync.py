@@ -8,7 +8,6 @@ transaction, so no row lock is held while the provider answers.
 
 from __future__ import annotations
 
-import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
@@ -33,7 +32,7 @@ from worker.budget import Budget
 from worker.connectors.base import Connector, Page, SyncContext, run_sync
 from worker.connectors.errors import TransientError
 from worker.connectors.http import Pacer, paced
-from worker.errors import SyncTimeLimitExceeded
+from worker.connectors.limits import SyncLimits
 from worker.lease import Leases
 
 log = structlog.get_logger(__name__)
@@ -51,9 +50,10 @@ class SyncServices:
     # The cluster-wide request budget per customer key; None leaves requests unpaced.
     budget: Budget | None = None
     policies: Mapping[Provider, ProviderPolicy] = field(default_factory=dict)
-    # A sync's wall-clock deadline from its start (Settings.sync_time_limit); None: no limit.
+    limits: SyncLimits = field(default_factory=SyncLimits)  # each sync's deadline, page budget
+    # The hard limit (SYNCWORKER_TASK_TIME_LIMIT), on `limits.monotonic`: a sync still running
+    # then is closed failed by the lease renewer (the threads pool enforces no time limit).
     time_limit: timedelta | None = None
-    monotonic: Callable[[], float] = time.monotonic
 
 
 @dataclass(frozen=True)
@@ -75,26 +75,17 @@ class PageStore:
     sync fetches it again, so nothing is lost or stored twice.
     """
 
-    def __init__(
-        self, services: SyncServices, start: RunStart, *, deadline: float | None = None
-    ) -> None:
+    def __init__(self, services: SyncServices, start: RunStart) -> None:
         self._services = services
         self._start = start
-        self._deadline = deadline
         self._held: Page | None = None
         # What storing the pages found to clean or skip (models.records), for the result.
         self.warnings: list[str] = []
 
     def store(self, page: Page) -> None:
-        """Hold `page`, storing the one held before; past the deadline, stop the sync.
-
-        The page that arrives late is still kept (held, then stored on the way out).
-        """
         if self._held is not None:
             self._write(self._held)
         self._held = page
-        if self._deadline is not None and self._services.monotonic() >= self._deadline:
-            raise SyncTimeLimitExceeded(time_limit_error(self._services.time_limit))
 
     def take(self) -> Page | None:
         """The held page, for the transaction that finishes the run to store."""
@@ -134,9 +125,8 @@ def sync_integration(
     Raises TransientError (with the provider's `retry_after`, if it named one) for a
     transient failure before the final attempt: the task retries it later.
     """
-    deadline = (
-        services.monotonic() + services.time_limit.total_seconds() if services.time_limit else None
-    )
+    limit = services.time_limit
+    deadline = services.limits.monotonic() + limit.total_seconds() if limit else None
     token = services.leases.acquire(integration_id)
     if token is None:
         return Skipped("lease held by another sync")
@@ -153,24 +143,19 @@ def sync_integration(
         if isinstance(started, Skipped):
             return started
         services.leases.attach_run(integration_id, started.run_id, deadline=deadline)
-        return _run(services, started, final_attempt=final_attempt, deadline=deadline)
+        return _run(services, started, final_attempt=final_attempt)
     finally:
         services.leases.release(integration_id, token)
 
 
-def _run(
-    services: SyncServices, start: RunStart, *, final_attempt: bool, deadline: float | None
-) -> Finished:
+def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Finished:
     structlog.contextvars.bind_contextvars(
         integration_id=str(start.integration_id), provider=start.provider
     )
     log.debug("sync.started", run_id=str(start.run_id), first_sync=start.first_sync)
-    pages = PageStore(services, start, deadline=deadline)
+    pages = PageStore(services, start)
     try:
         result = _fetch(services, start, pages)
-    except SyncTimeLimitExceeded as exc:
-        _keep_held_page(pages)
-        result = SyncResult(SyncOutcome.FAILED, error=str(exc))
     except TransientError as exc:
         pages.flush()
         if not final_attempt:
@@ -225,18 +210,20 @@ def _close_for_retry(services: SyncServices, start: RunStart, error: str) -> Non
 
 
 def time_limit_error(limit: timedelta | None) -> str:
-    """The error of a run that ran past its deadline, naming the limit and its setting."""
+    """The error of a run still open at its hard time limit, naming it and its setting."""
     seconds = limit.total_seconds() if limit else 0
     return (
-        f"time limit: the sync ran past its {seconds:g} s deadline "
-        "(four fifths of SYNCWORKER_TASK_TIME_LIMIT)"
+        f"time limit: the sync was still running at its hard limit of {seconds:g} s "
+        "(SYNCWORKER_TASK_TIME_LIMIT); closed by the lease renewer"
     )
 
 
 def end_overdue_run(services: SyncServices, run_id: uuid.UUID) -> Change | None:
-    """Close a run still open past its deadline as failed, naming the limit, and apply it.
+    """Close a run still open at its hard time limit as failed, naming it, and apply it.
 
-    The lease renewer calls this for a sync stuck where it cannot notice its deadline; if
+    The lease renewer calls this for a sync stuck where it cannot notice its deadline
+    (SYNCWORKER_SYNC_DEADLINE is enforced by the connectors' HTTP layer, so only a sync
+    stuck outside a request gets here; the threads pool enforces no time limit); if
     the sync gets unstuck later, its own finish_run finds the run closed and changes nothing.
     """
     result = SyncResult(SyncOutcome.FAILED, error=time_limit_error(services.time_limit))
@@ -291,6 +278,7 @@ def _fetch(services: SyncServices, start: RunStart, pages: PageStore) -> SyncRes
         cursors=start.cursors,
         now=services.clock.now(),
         data_last_received_at=start.data_last_received_at,
+        limits=services.limits,
     )
     provider = Provider(start.provider)
     connector = services.connector_for(provider)

@@ -38,9 +38,11 @@ from worker.connectors.errors import (
     ConnectorError,
     InvalidFilters,
     ProviderError,
+    SyncLimitExceeded,
     TransientError,
 )
 from worker.connectors.http import HttpOptions, ProviderClient
+from worker.connectors.limits import SyncLimits, bounded
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +69,7 @@ class SyncContext:
     cursors: Mapping[str, Mapping[str, Any]]  # stream -> cursor stored by previous runs
     now: datetime  # from the app clock
     data_last_received_at: datetime | None
+    limits: SyncLimits = field(default_factory=SyncLimits)  # deadline and page budget
 
 
 class PageSink(Protocol):
@@ -231,7 +234,10 @@ class SyncTally:
 def sync_streams(
     streams: Sequence[str], sync_stream: Callable[[str, SyncTally], None]
 ) -> SyncResult:
-    """Sync each stream in turn; a `ProviderError` in one becomes a warning naming it."""
+    """Sync each stream in turn; a `ProviderError` in one becomes a warning naming it.
+
+    A `SyncLimitExceeded` stops the sync (see `limited`).
+    """
     tally = SyncTally()
     failures: list[str] = []
     for stream in streams:
@@ -240,6 +246,8 @@ def sync_streams(
         except ProviderError as exc:
             log.warning("sync.stream_failed", stream=stream, error=str(exc))
             failures.append(f"{stream}: {exc}")
+        except SyncLimitExceeded as exc:
+            return limited(tally, [*failures, f"{stream}: {exc}"])
     if streams and len(failures) == len(streams):
         return SyncResult(SyncOutcome.FAILED, tally.records, (), "; ".join(failures))
     warnings = (*tally.warnings, *failures)
@@ -247,14 +255,28 @@ def sync_streams(
     return SyncResult(outcome, tally.records, warnings)
 
 
-def run_sync(connector: Connector, ctx: SyncContext, sink: PageSink) -> SyncResult:
-    """Run a sync, turning its errors into outcomes; `TransientError` propagates for a retry.
+def limited(tally: SyncTally, failures: Sequence[str]) -> SyncResult:
+    """A sync stopped at a limit: `succeeded_with_warnings` if it stored pages, else `failed`.
 
-    Unusable stored credentials (`InvalidCredentials`) count as `auth_failed`: asking
-    again will not help, new credentials will.
+    Stored pages carried their cursors, so the next sync goes on from where this one
+    stopped: what was stored is a real, if partial, success.
+    """
+    if tally.records == 0:
+        return SyncResult(SyncOutcome.FAILED, error="; ".join(failures))
+    warnings = (*tally.warnings, *failures)
+    return SyncResult(SyncOutcome.SUCCEEDED_WITH_WARNINGS, tally.records, warnings)
+
+
+def run_sync(connector: Connector, ctx: SyncContext, sink: PageSink) -> SyncResult:
+    """Run a sync within `ctx.limits`, turning its errors into outcomes.
+
+    `TransientError` propagates for a retry. Unusable stored credentials
+    (`InvalidCredentials`) count as `auth_failed`: asking again will not help, new
+    credentials will.
     """
     try:
-        return connector.sync(ctx, sink)
+        with bounded(ctx.limits):
+            return connector.sync(ctx, sink)
     except TransientError:
         raise
     except (AuthFailed, InvalidCredentials) as exc:

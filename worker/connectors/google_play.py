@@ -161,7 +161,7 @@ class GooglePlayConnector(HttpConnector):
         prefix = f"{self.provider} credentials: service_account_json"
         try:
             info = json.loads(key_file)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidCredentials(f"{prefix} is not valid JSON") from None
         if not isinstance(info, dict) or info.get("type") != "service_account":
             raise InvalidCredentials(f"{prefix} is not a service account key file")

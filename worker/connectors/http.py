@@ -20,6 +20,12 @@ Classification happens here and nowhere else:
   task, which retries later.
 - any other status: `RequestRejected`, carrying the provider's error code.
 
+Every body is streamed through `worker.connectors.bodies.read_body`, within the
+request's total deadline (`HttpOptions.request_deadline`, clipped to what is left of
+the sync's) and a decoded-size cap. Inside a sync, each request also spends from the
+sync's limits (`worker.connectors.limits`: deadline, page budget, a cursor that must
+move).
+
 Before every attempt the client spends from the request budget bound to the
 current sync (`paced`): the worker binds each customer key's cluster-wide token
 bucket there, so every process shares one budget per key.
@@ -38,17 +44,31 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import httpx
 import structlog
 
 from worker.backoff import Backoff
-from worker.connectors.errors import AuthFailed, RequestRejected, TransientError
+from worker.connectors.bodies import ACCEPT_ENCODING, MIB, read_body
+from worker.connectors.errors import (
+    AuthFailed,
+    RequestRejected,
+    RequestTimedOut,
+    TransientError,
+)
+from worker.connectors.limits import SyncBudget, current_budget
 from worker.connectors.rate_limits import RateLimitHook, parse_retry_after, rate_limit_wait
 from worker.connectors.responses import ErrorDetail, decode_json
 
 log = structlog.get_logger(__name__)
+
+# A minute for one page: providers answer in well under a second; a slow report download
+# gets many times that, and a body still arriving after it is being trickled.
+DEFAULT_REQUEST_DEADLINE_S: Final = 60.0
+# Decoded bytes one response may hold (SYNCWORKER_MAX_RESPONSE_MB): a page of 100-250
+# objects is well under 1 MiB, a day's report a few MiB.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * MIB
 
 
 @dataclass(frozen=True)
@@ -70,10 +90,15 @@ class HttpOptions:
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = 15.0  # connect/read seconds; far below the sync task's time limit
+    # One request's total seconds, body included (SYNCWORKER_REQUEST_DEADLINE): the per-read
+    # timeout alone lets a body trickle in forever.
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE_S
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     max_connections: int = 20  # per connector instance, i.e. per worker process and provider
     sleep: Callable[[float], None] = time.sleep
     random: Callable[[], float] = _random.random
     wall_clock: Callable[[], float] = time.time  # epoch seconds, for HTTP-dates and resets
+    monotonic: Callable[[], float] = time.monotonic  # for request deadlines
     transport: httpx.BaseTransport | None = None
 
 
@@ -137,7 +162,7 @@ class ProviderClient:
         self._error_detail = error_detail
         self._http = httpx.Client(
             base_url=base_url,
-            headers=headers,
+            headers={"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})},
             timeout=httpx.Timeout(self.options.timeout),
             limits=httpx.Limits(
                 max_connections=self.options.max_connections,
@@ -174,22 +199,57 @@ class ProviderClient:
         """Send one call, retrying transient failures; a 2xx response or an exception."""
         endpoint = f"{method} {path.partition('?')[0]}"
         url = join_url(base_url, path) if base_url else path
+        budget = current_budget()
         attempt = 0
         while True:
             attempt += 1
+            seconds = self._seconds_for(endpoint, budget)
+            timeout = httpx.Timeout(min(self.options.timeout, seconds))
+            request = self._http.build_request(
+                method, url, headers=headers, timeout=timeout, **content
+            )
+            if budget is not None and attempt == 1:
+                budget.spend(method, endpoint, str(request.url))
             self._pace(endpoint)
             try:
-                response = self._http.request(
-                    method, url, auth=auth or httpx.USE_CLIENT_DEFAULT, headers=headers, **content
-                )
+                response = self._send(request, auth, endpoint, seconds)
             except httpx.TransportError as exc:  # connection refused/reset, every timeout
                 failure = _Failure(type(exc).__name__, None, exc)
+            except RequestTimedOut as exc:
+                failure = _Failure(f"not complete within {seconds:g} s", None, exc)
             else:
                 found = self._classify(endpoint, response)
                 if found is None:
                     return response
                 failure = found
             self._wait_or_give_up(endpoint, failure, attempt)
+
+    def _seconds_for(self, endpoint: str, budget: SyncBudget | None) -> float:
+        """This attempt's total seconds: the request deadline, clipped to the sync's."""
+        seconds = self.options.request_deadline
+        if budget is not None:
+            seconds = min(seconds, budget.check_deadline(endpoint))
+        return seconds
+
+    def _send(
+        self, request: httpx.Request, auth: httpx.Auth | None, endpoint: str, seconds: float
+    ) -> httpx.Response:
+        """Send one attempt and read its body within `seconds` in all."""
+        options = self.options
+        deadline = options.monotonic() + seconds
+        sent = auth or httpx.USE_CLIENT_DEFAULT
+        response = self._http.send(request, auth=sent, stream=True)
+        try:
+            read_body(
+                response,
+                endpoint,
+                limit=options.max_response_bytes,
+                deadline=deadline,
+                monotonic=options.monotonic,
+            )
+        finally:
+            response.close()
+        return response
 
     def _pace(self, endpoint: str) -> None:
         """Wait for the budget's next slot; a long wait goes back to the task as a retry."""

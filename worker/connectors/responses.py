@@ -8,13 +8,17 @@ a secret. Error details (`error_fields`) read only fields that hold codes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 
-from worker.connectors.errors import MalformedResponse
+from worker.connectors.errors import MalformedResponse, ResponseTooDeep
 
 T = TypeVar("T")
+
+# Provider documents nest a dozen levels at most; a hostile one nesting thousands would
+# overflow the recursion of whatever walks it.
+MAX_JSON_DEPTH: Final = 64
 
 # Extracts a safe, short detail (an error type or code, never free text) from an error body.
 ErrorDetail = Callable[[httpx.Response], "str | None"]
@@ -31,11 +35,38 @@ JSON_TYPES = {
 
 
 def decode_json(response: httpx.Response, endpoint: str) -> Any:
-    """The decoded JSON body, or `MalformedResponse` naming the endpoint."""
+    """The decoded JSON body, or `MalformedResponse` naming the endpoint.
+
+    Nesting deeper than `MAX_JSON_DEPTH` is `ResponseTooDeep`: past Python's recursion
+    limit the decoder itself would raise `RecursionError`, and below it such a document
+    would still overflow whatever walks it next (serialising it for the database).
+    """
     try:
-        return response.json()
+        payload = response.json()
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise MalformedResponse(f"{endpoint}: response body is not valid JSON") from exc
+    except RecursionError:
+        payload = None
+        too_deep = True
+    else:
+        too_deep = json_depth_exceeds(payload, MAX_JSON_DEPTH)
+    if too_deep:
+        raise ResponseTooDeep(
+            f"{endpoint}: response JSON nests deeper than {MAX_JSON_DEPTH} levels"
+        )
+    return payload
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether decoded JSON nests objects or arrays more than `limit` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def require(payload: Any, key: str, kind: type[T], *, endpoint: str) -> T:
@@ -69,8 +100,8 @@ def error_fields(*paths: Sequence[str | int]) -> ErrorDetail:
 
     def detail(response: httpx.Response) -> str | None:
         try:
-            body = response.json()
-        except ValueError:
+            body = decode_json(response, "error")
+        except MalformedResponse:
             return None
         found = (_text_at(body, path) for path in paths)
         return "/".join(part for part in found if part) or None

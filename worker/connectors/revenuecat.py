@@ -124,7 +124,7 @@ def _rate_limit(response: httpx.Response, now: float) -> float | None:
     if response.status_code == 429:
         try:
             backoff = response.json().get("backoff_ms")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # RecursionError: hostile nesting
             return None
         return backoff / 1000 if isinstance(backoff, int | float) else None
     usage = response.headers.get("revenuecat-rate-limit-current-usage", "")

@@ -78,7 +78,7 @@ def accept_webhook(
     verify(texts, body, secret, now)
     try:
         payload = json.loads(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, hostile nesting
         raise WebhookRejected(f"{provider} webhooks: body is not valid JSON") from None
     return (parse(payload),)
 
