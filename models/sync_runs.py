@@ -25,6 +25,9 @@ from models.schema import Integration, SyncCursor, SyncRun
 from models.status import OUTCOME_TRIGGERS, SYNCING_STATUSES, Status, SyncOutcome
 from models.time_rules import apply_time_rules
 
+# Error written on an attempt's run its retry found still open (the attempt lost its
+# database connection before it could close the run).
+INTERRUPTED_ERROR = "interrupted: the attempt ended without closing its run"
 # Error written on a run the reaper finds abandoned.
 REAPED_ERROR = "abandoned: the worker stopped renewing its lease (crashed or was killed)"
 
@@ -95,16 +98,30 @@ _LOCK_FOR_START = (
 # Runs that forbid a new one, in one query: this delivery's own (it already ran; a NULL
 # task id matches nothing) and any run of the integration whose lease is still live. It
 # runs after the lock is taken, as a statement of its own, so it sees every run committed
-# by a start_run that held the lock before us.
-_THIS_DELIVERY = (SyncRun.task_id == bindparam("task_id")) & (
-    SyncRun.attempt == bindparam("attempt")
-)
-_BLOCKING_RUNS = select(SyncRun.id, _THIS_DELIVERY.label("this_delivery")).where(
+# by a start_run that held the lock before us. A live run of an earlier attempt of the same
+# task is not another sync but this one's past: an attempt that lost its database
+# connection before it could close its run. The retry takes it over (`_TAKE_OVER`).
+_SAME_TASK = SyncRun.task_id == bindparam("task_id")
+_THIS_DELIVERY = _SAME_TASK & (SyncRun.attempt == bindparam("attempt"))
+_BLOCKING_RUNS = select(
+    SyncRun.id,
+    _THIS_DELIVERY.label("this_delivery"),
+    (_SAME_TASK & (SyncRun.attempt < bindparam("attempt"))).label("earlier_attempt"),
+).where(
     _THIS_DELIVERY
     | (
         (SyncRun.integration_id == bindparam("integration_id"))
         & SyncRun.finished_at.is_(None)
         & (SyncRun.lease_expires_at > bindparam("now"))
+    )
+)
+_TAKE_OVER = (
+    update(table_of(SyncRun))
+    .where(table_of(SyncRun).c.id.in_(bindparam("run_ids", expanding=True)))
+    .values(
+        finished_at=bindparam("now"),
+        lease_expires_at=None,
+        error=bindparam("error"),
     )
 )
 # A Core insert: the new run is not read back, so the ORM's unit of work has nothing to do.
@@ -126,7 +143,9 @@ def start_run(
     """Open a SyncRun for a syncing integration, unless another run holds its lease.
 
     A task delivery that already has a run (the broker redelivered it after a worker died,
-    or published it twice) is skipped: each (task_id, attempt) syncs at most once.
+    or published it twice) is skipped: each (task_id, attempt) syncs at most once. A retry
+    (a later attempt of the same task) takes over an earlier attempt's run left open: it
+    is closed without an outcome, and the retry's run starts.
     """
     try:
         key = as_uuid(integration_id)
@@ -142,8 +161,14 @@ def start_run(
     ).all()
     if any(run.this_delivery for run in blocking):
         return Skipped(f"delivery {task_id}#{attempt} already ran")
+    others = [run for run in blocking if not run.earlier_attempt]
+    if others:
+        return Skipped(f"lease held by run {others[0].id}")
     if blocking:
-        return Skipped(f"lease held by run {blocking[0].id}")
+        error = f"{INTERRUPTED_ERROR}; attempt {attempt} of the same task took over"
+        session.execute(
+            _TAKE_OVER, {"run_ids": [run.id for run in blocking], "now": now, "error": error}
+        )
     run_id = uuid.uuid4()
     first_sync = integration.first_sync_finished_at is None
     session.execute(

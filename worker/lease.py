@@ -30,6 +30,16 @@ from worker import redis_keys
 log = structlog.get_logger(__name__)
 
 
+# Take the key if it is free, or held by an earlier attempt of the same task (its token
+# starts with the owner prefix ARGV[3], never empty): that attempt is over, the retry is us.
+_ACQUIRE: Final = """
+local held = redis.call('get', KEYS[1])
+if (not held) or string.sub(held, 1, string.len(ARGV[3])) == ARGV[3] then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
 # Extend only if we still own the key; delete only if we still own it.
 _RENEW: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -48,7 +58,9 @@ return 0
 class LeaseStore(Protocol):
     """Where leases live: Redis in production, a dict in one process."""
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool: ...
+    def acquire(self, integration_id: str, token: str, ttl_ms: int, *, owner: str) -> bool:
+        """Take the lease if free or if its token starts with `owner` (never empty)."""
+
     def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool: ...
     def release(self, integration_id: str, token: str) -> None: ...
 
@@ -58,11 +70,13 @@ class RedisLeaseStore:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool:
-        return bool(self._redis.set(redis_keys.lease(integration_id), token, nx=True, px=ttl_ms))
+    def acquire(self, integration_id: str, token: str, ttl_ms: int, *, owner: str) -> bool:
+        key = redis_keys.lease(integration_id)
+        return bool(self._acquire(keys=[key], args=[token, ttl_ms, owner]))
 
     def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool:
         return bool(self._renew(keys=[redis_keys.lease(integration_id)], args=[token, ttl_ms]))
@@ -79,10 +93,10 @@ class LocalLeaseStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool:
+    def acquire(self, integration_id: str, token: str, ttl_ms: int, *, owner: str) -> bool:
         with self._lock:
             held = self._leases.get(integration_id)
-            if held and held[1] > self._monotonic():
+            if held and held[1] > self._monotonic() and not held[0].startswith(owner):
                 return False
             self._leases[integration_id] = (token, self._monotonic() + ttl_ms / 1000)
             return True
@@ -144,10 +158,16 @@ class Leases:
         """The lease's length on the app clock, as written to SyncRun rows."""
         return self._app_ttl
 
-    def acquire(self, integration_id: str) -> str | None:
-        """Take the integration's lease; its token, or None if someone else holds it."""
-        token = uuid.uuid4().hex
-        if not self._store.acquire(integration_id, token, self._ttl_ms):
+    def acquire(self, integration_id: str, *, task_id: str | None = None) -> str | None:
+        """Take the integration's lease; its token, or None if someone else holds it.
+
+        The token starts with `task_id`: a retry of the same task takes over the lease an
+        earlier attempt could not give back (its Redis call failed, its thread was lost).
+        Raises RedisError when the store cannot be reached.
+        """
+        owner = f"{task_id}/" if task_id else f"{uuid.uuid4().hex}/"
+        token = f"{owner}{uuid.uuid4().hex}"
+        if not self._store.acquire(integration_id, token, self._ttl_ms, owner=owner):
             return None
         with self._lock:
             self._held[integration_id] = _Held(token)
@@ -172,7 +192,8 @@ class Leases:
 
     def release(self, integration_id: str, token: str) -> None:
         with self._lock:
-            self._held.pop(integration_id, None)
+            if self._holds_locked(integration_id, token):
+                del self._held[integration_id]
         try:
             self._store.release(integration_id, token)
         except RedisError as exc:  # the key expires on its own; nothing is lost
@@ -226,8 +247,11 @@ class Leases:
 
     def _holds(self, integration_id: str, token: str) -> bool:
         with self._lock:
-            held = self._held.get(integration_id)
-            return held is not None and held.token == token
+            return self._holds_locked(integration_id, token)
+
+    def _holds_locked(self, integration_id: str, token: str) -> bool:
+        held = self._held.get(integration_id)
+        return held is not None and held.token == token
 
     def close(self) -> None:
         self._stop.set()

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import structlog
 from celery import Celery, Task
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from models.db import is_disconnect
@@ -181,6 +182,10 @@ def _too_many_deliveries(redis: Any, request: Any) -> bool:
     if redis is None or not (request.delivery_info or {}).get("redelivered"):
         return False
     key = redis_keys.deliveries(request.id, request.retries)
-    count = int(redis.incr(key))
-    redis.expire(key, 86_400)
+    try:
+        count = int(redis.incr(key))
+        redis.expire(key, 86_400)
+    except RedisError as exc:  # a safety net: without the count, the sync's lease decides
+        log.warning("sync.delivery_count_failed", task_id=request.id, error=type(exc).__name__)
+        return False
     return count > MAX_DELIVERIES

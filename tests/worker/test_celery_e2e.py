@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
@@ -526,3 +527,38 @@ def test_a_sync_that_never_ends_stops_at_its_deadline_on_the_threads_pool(
     assert integration(sessions, integration_id).status == Status.QUALITY_ASSURANCE
     with Redis.from_url(redis_url()) as redis:
         assert redis.keys("*lease*") == []
+
+
+def test_a_database_connection_dropped_mid_sync_is_retried_by_the_same_task_not_skipped(
+    make_app: Callable[..., Celery],
+    stripe: MalformingStripe,
+    sessions: sessionmaker[Session],
+    add_integration: Callable[..., uuid.UUID],
+    outcomes: Outcomes,
+) -> None:
+    # given: a sync in flight, each page slow enough to drop its connections mid-sync
+    app = make_app(MAX_RETRY_DELAY="1")
+    integration_id = add_integration("sk_test_dropped_mid_sync")
+    stripe.latency(0.3)
+    with running_worker(app):
+        task_id = app.send_task(SYNC_TASK, args=(str(integration_id),), queue=STRIPE_QUEUE).id
+        wait_for(lambda: runs_of(sessions, integration_id), what="the sync to start")
+
+        # when: the server terminates every connection of the database after start_run
+        with psycopg.connect(postgres_url(), autocommit=True) as connection:
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        sessions.kw["bind"].dispose()  # the test's own pool lost its connections too
+        stripe.latency(0)
+        wait_for(lambda: [d for d in outcomes.of(task_id) if d.state == "SUCCESS"], what="retry")
+
+    # then: the task's retry took over and synced; nothing was lost or applied twice
+    assert [done.state for done in outcomes.of(task_id)] == ["RETRY", "SUCCESS"]
+    first, retried = runs_of(sessions, integration_id)
+    assert (first.outcome, first.finished_at is not None) == (None, True)
+    assert (retried.attempt, retried.outcome) == (1, SyncOutcome.SUCCEEDED)
+    assert first.records_received + retried.records_received == CUSTOMERS
+    assert integration(sessions, integration_id).status == Status.ACTIVE
+    assert (first.applied, retried.applied) == (False, True)

@@ -14,17 +14,25 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
+from redis import Redis
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from structlog.testing import capture_logs
 
 from fakes.server import Request, Response
 from fakes.stripe import FakeStripe
 from models.clock import ManualClock
+from models.db import is_disconnect
 from models.schema import SyncedRecord
 from models.status import Provider, Status, SyncOutcome
-from tests.conftest import IntegrationFactory
+from models.sync_runs import INTERRUPTED_ERROR, RunStart, Skipped, start_run
+from tests.conftest import IntegrationFactory, postgres_url
 from tests.worker.test_sync import (  # the fixtures of one sync, shared with its tests
+    LEASE_TTL as LEASE,
+)
+from tests.worker.test_sync import (
     Sessions,
     audit_of,
     fake,
@@ -36,10 +44,11 @@ from tests.worker.test_sync import (  # the fixtures of one sync, shared with it
     services,
     sleep,
 )
+from worker.connectors.errors import TransientError
 from worker.connectors.http import HttpOptions
 from worker.connectors.limits import SyncLimits
 from worker.connectors.registry import connector_for
-from worker.lease import Leases, LocalLeaseStore
+from worker.lease import Leases, LocalLeaseStore, RedisLeaseStore
 from worker.sync import Finished, SyncServices, end_overdue_run, sync_integration
 
 __all__ = ["fake", "keyring", "make_stripe_integration", "services", "sleep"]
@@ -284,3 +293,102 @@ def test_a_sync_stuck_past_its_deadline_is_closed_by_the_renewer_and_no_longer_r
     assert isinstance(done, Finished) and done.change is None
     triggers = [t for _, _, t in audit_of(sessions, integration.id)]
     assert triggers.count("sync_failed") == 1
+
+
+# --- a retry takes over its own earlier attempt ---------------------------------------------
+
+
+def test_a_retry_takes_over_the_run_its_earlier_attempt_left_open(
+    services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    clock: ManualClock,
+) -> None:
+    # given: attempt 0 of task-1 started its run, then lost its database connection before
+    # it could close it; the run's lease is still live
+    integration = make_stripe_integration(customers=3)
+    with sessions() as session, session.begin():
+        earlier = start_run(
+            session, integration.id, task_id="task-1", now=clock.now(), lease=timedelta(minutes=1)
+        )
+    assert isinstance(earlier, RunStart)
+
+    # when: the task's retry runs
+    done = sync_integration(services, str(integration.id), task_id="task-1", attempt=1)
+
+    # then: it took the earlier run over (closed, no outcome) and synced
+    assert isinstance(done, Finished)
+    first, retried = runs_of(sessions, integration.id)
+    assert (first.id, first.outcome, first.finished_at) == (earlier.run_id, None, clock.now())
+    assert first.error == f"{INTERRUPTED_ERROR}; attempt 1 of the same task took over"
+    assert (retried.attempt, retried.outcome, retried.records_received) == (1, "succeeded", 3)
+
+
+def test_another_tasks_sync_still_waits_for_a_live_run(
+    services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    clock: ManualClock,
+) -> None:
+    integration = make_stripe_integration(customers=3)
+    with sessions() as session, session.begin():
+        start_run(session, integration.id, task_id="task-1", now=clock.now(), lease=LEASE)
+
+    skipped = sync_integration(services, str(integration.id), task_id="task-2", attempt=1)
+
+    assert isinstance(skipped, Skipped) and skipped.reason.startswith("lease held by run ")
+    assert len(runs_of(sessions, integration.id)) == 1
+
+
+def test_a_lease_store_that_cannot_be_reached_is_a_transient_error_for_the_task_to_retry(
+    services: SyncServices, make_stripe_integration: IntegrationFactory, sessions: Sessions
+) -> None:
+    # given: Redis down (nothing listens on port 1)
+    integration = make_stripe_integration(customers=3)
+    down = Redis(port=1, socket_connect_timeout=0.5)
+    leases = Leases(
+        RedisLeaseStore(down), sessions, ttl=LEASE, app_ttl=LEASE, now=services.clock.now
+    )
+
+    # when / then: the task is told to retry, and nothing started
+    with pytest.raises(TransientError, match="lease store unavailable: ConnectionError"):
+        sync_integration(replace(services, leases=leases), str(integration.id), task_id="t")
+    assert runs_of(sessions, integration.id) == []
+    leases.close()
+    down.close()
+
+
+def test_a_database_connection_dropped_mid_sync_is_retried_by_the_same_task(
+    services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    request: pytest.FixtureRequest,
+) -> None:
+    # given: PostgreSQL drops every connection of the worker's pool after the run started
+    if request.node.callspec.params["engine"] != "postgres":
+        pytest.skip("terminating backends is PostgreSQL's")
+    integration = make_stripe_integration(customers=25)
+
+    def server_drops_connections() -> None:
+        with psycopg.connect(postgres_url(), autocommit=True) as connection:
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+    dropping = interfered(services, during_sync=server_drops_connections)
+
+    # when: the attempt fails on its dead connection, and the task retries it
+    with pytest.raises(DBAPIError) as raised:
+        sync_integration(dropping, str(integration.id), task_id="task-1", final_attempt=False)
+    assert is_disconnect(raised.value)
+    done = sync_integration(services, str(integration.id), task_id="task-1", attempt=1)
+
+    # then: the retry ran (not skipped as someone else's sync) and stored every record once
+    assert isinstance(done, Finished)
+    first, retried = runs_of(sessions, integration.id)
+    assert (first.outcome, first.finished_at is not None) == (None, True)
+    assert (retried.attempt, retried.outcome) == (1, "succeeded")
+    assert first.records_received + retried.records_received == 25
+    triggers = [t for _, _, t in audit_of(sessions, integration.id)]
+    assert triggers.count("sync_succeeded") <= 1
