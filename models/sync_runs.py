@@ -213,7 +213,8 @@ def finish_run(
     (a one-page sync then costs one transaction less); what storing it cleaned or skipped
     is added to the result's warnings and told to `warn`. Idempotent: a run already finished
     (a redelivered task) changes nothing. A result for an integration that left the
-    syncing statuses is recorded but never moves it.
+    syncing statuses, or whose credentials were replaced since the run started, is recorded
+    but never moves it.
     """
     key = as_uuid(run_id)
     integration = session.scalars(_LOCK_RUN_INTEGRATION, {"run_id": key}).unique().one_or_none()
@@ -244,8 +245,9 @@ def finish_run(
     records = run.records_received + stored
     if records:
         integration.data_last_received_at = now
-    # A result that arrives while the integration is paused, or was paused while the run
-    # worked (it belongs to the old credentials or decision), is recorded, never applied.
+    # A result that arrives while the integration is paused, or was paused or given new
+    # credentials while the run worked (the epoch moved: it belongs to the old credentials or
+    # decision), is recorded, never applied.
     applied = (
         integration.status_enum in SYNCING_STATUSES and run.pause_epoch == integration.pause_epoch
     )

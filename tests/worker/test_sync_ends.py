@@ -25,6 +25,7 @@ from fakes.server import Request, Response
 from fakes.stripe import FakeStripe
 from models.clock import ManualClock
 from models.db import is_disconnect
+from models.integrations import set_credentials
 from models.schema import SyncedRecord
 from models.status import Provider, Status, SyncOutcome
 from models.sync_runs import INTERRUPTED_ERROR, RunStart, Skipped, start_run
@@ -33,6 +34,7 @@ from tests.worker.test_sync import (  # the fixtures of one sync, shared with it
     LEASE_TTL as LEASE,
 )
 from tests.worker.test_sync import (
+    SECRET_KEY,
     Sessions,
     audit_of,
     fake,
@@ -392,3 +394,52 @@ def test_a_database_connection_dropped_mid_sync_is_retried_by_the_same_task(
     assert first.records_received + retried.records_received == 25
     triggers = [t for _, _, t in audit_of(sessions, integration.id)]
     assert triggers.count("sync_succeeded") <= 1
+
+
+# --- a stale result never undoes newer credentials ------------------------------------------
+
+
+def test_an_old_keys_401_arriving_after_new_credentials_is_recorded_not_applied(
+    services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    fake: FakeStripe,
+) -> None:
+    clock, keyring = services.clock, services.keyring
+    # given: an auth-failing integration whose revoked key is still in use by a sync in flight
+    integration = make_stripe_integration(
+        status=Status.AUTH_FAILING.value, auth_failing_since=clock.now() - timedelta(days=1)
+    )
+    fake.revoke(SECRET_KEY)
+    fake.add_account("sk_test_new", customers=2)
+
+    def user_sets_new_credentials() -> None:
+        with sessions() as session, session.begin():
+            set_credentials(
+                session,
+                integration.id,
+                keyring.seal({"secret_key": "sk_test_new"}),
+                now=clock.now(),
+                actor="user-1",
+            )
+
+    # when: the new credentials land while the old key's request is on its way to a 401
+    stale = interfered(services, during_sync=user_sets_new_credentials)
+    done = sync_integration(stale, str(integration.id), task_id="task-1")
+
+    # then: the 401 is recorded on its run, but the integration keeps its new credentials' status
+    assert isinstance(done, Finished)
+    assert (done.result.outcome, done.change) == (SyncOutcome.AUTH_FAILED, None)
+    [run] = runs_of(sessions, integration.id)
+    assert (run.outcome, run.applied, run.status_after) == ("auth_failed", False, "active")
+    stored = reload(sessions, integration.id)
+    assert (stored.status, stored.auth_failing_since) == (Status.ACTIVE, None)
+    triggers = [t for _, _, t in audit_of(sessions, integration.id)]
+    assert triggers[-1] == "update_credentials"
+    assert "sync_auth_failed" not in triggers
+
+    # and the next sync, with the new key, is applied as usual
+    fake.clear_log()
+    again = sync_integration(services, str(integration.id), task_id="task-2")
+    assert isinstance(again, Finished) and again.result.outcome is SyncOutcome.SUCCEEDED
+    assert runs_of(sessions, integration.id)[-1].applied
