@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -57,6 +57,9 @@ class Response:
     status: int = 200
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Instead of `body`: parts written (and flushed) one by one as the iterable yields them,
+    # for slow or endless bodies; `headers` then name the Content-Length, if any.
+    stream: Iterable[bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def json(
@@ -152,6 +155,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
+        if response.stream is None:
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            self.wfile.write(response.body)
+            return
+        if "Content-Length" not in response.headers:
+            self.close_connection = True  # the body ends when the connection does
         self.end_headers()
-        self.wfile.write(response.body)
+        for part in response.stream:
+            self.wfile.write(part)
+            self.wfile.flush()

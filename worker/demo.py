@@ -162,7 +162,11 @@ class Tour:
 
 def demo_settings(data_dir: Path, fakes: Fakes, speed: float) -> Settings:
     """The embedded default in `data_dir`, pointed at the fakes, on a fast clock."""
-    env = {"SYNCWORKER_DATA_DIR": str(data_dir), "SYNCWORKER_LOG_LEVEL": "ERROR"}
+    env = {
+        "SYNCWORKER_DATA_DIR": str(data_dir),
+        "SYNCWORKER_LOG_LEVEL": "ERROR",
+        "SYNCWORKER_ALLOW_LOOPBACK_HOSTS": "true",  # the fakes listen on 127.0.0.1
+    }
     for provider, url in fakes.base_urls().items():
         env[f"SYNCWORKER_{provider.value.upper()}_BASE_URL"] = url
         env[f"SYNCWORKER_{provider.value.upper()}_INTERVAL"] = str(DEMO_INTERVAL_S)

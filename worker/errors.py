@@ -14,11 +14,13 @@
     │   ├── DecryptionFailed        no configured key opens a ciphertext
     │   └── InvalidCredentials
     ├── ConnectorError              worker.connectors.errors: talking to a provider
-    │   ├── AuthFailed              401/403, a revoked or wrong key      -> auth_failed
+    │   ├── AuthFailed              401, a revoked or wrong key          -> auth_failed
+    │   │   └── PermissionDenied    403 on one stream -> a warning; on every stream -> auth_failed
     │   ├── TransientError          timeouts, 429, 5xx (retry_after)     -> retried, then failed
     │   │   └── RequestTimedOut     a body still arriving at the request's total deadline
     │   ├── ConfigurationError      filters or configuration unusable    -> failed
-    │   │   └── InvalidFilters
+    │   │   ├── InvalidFilters
+    │   │   └── BlockedHost         a customer's host resolving to a non-public address
     │   ├── SyncLimitExceeded       a sync's deadline or page budget     -> failed, or
     │   │   ├── SyncDeadlineExceeded                   succeeded_with_warnings if it stored pages
     │   │   └── PageBudgetExceeded

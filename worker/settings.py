@@ -199,6 +199,9 @@ class Settings:
         default=DEFAULT_MAX_RESPONSE_BYTES // MIB,
         metadata=env("MAX_RESPONSE_MB", whole(1, 1024, " MiB")),
     )
+    # Customer-supplied hosts (a WooCommerce store) may be loopback: only for local fakes
+    # (tests, the demo). Any other non-public address is refused regardless.
+    allow_loopback_hosts: bool = field(default=False, metadata=env("ALLOW_LOOPBACK_HOSTS", FLAG))
 
     def __post_init__(self) -> None:
         if self.sync_deadline_s >= self.task_time_limit_s:
@@ -235,6 +238,7 @@ class Settings:
             max_connections=max_connections,
             request_deadline=self.request_deadline_s,
             max_response_bytes=self.max_response_mb * MIB,
+            allow_loopback=self.allow_loopback_hosts,
         )
 
     @property

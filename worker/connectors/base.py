@@ -7,11 +7,13 @@ between pages resumes from the stored cursor, and records are upserted by
 external id downstream, so nothing is lost or duplicated.
 
 Stream-level failures (`sync_streams`): a connector syncs several streams
-(Stripe's customers, subscriptions, ...). `AuthFailed` and `TransientError`
+(Stripe's customers, subscriptions, ...). `AuthFailed` (a 401) and `TransientError`
 abort the whole sync, because they concern the account or the moment, not a
-stream. A `ProviderError` (a malformed answer, a rejected request) on one
-stream skips that stream with a warning while the others carry on, giving
-`succeeded_with_warnings`; if every stream fails that way the sync `failed`.
+stream. A `ProviderError` (a malformed answer, a rejected request) or a
+`PermissionDenied` (a 403: a restricted key lacking one resource's permission) on
+one stream skips that stream with a warning naming it, while the others carry on,
+giving `succeeded_with_warnings`; if every stream fails that way the sync `failed`,
+or `auth_failed` when every one was a permission denied.
 Which streams a sync covers is the integration's choice: `filters["objects"]`
 (`select_streams`), all of the provider's by default. `validate_filters` checks filters
 when they are set, so a key or stream the connector lacks is refused at the door rather
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Protocol
@@ -37,12 +39,14 @@ from worker.connectors.errors import (
     AuthFailed,
     ConnectorError,
     InvalidFilters,
+    PermissionDenied,
     ProviderError,
     SyncLimitExceeded,
     TransientError,
 )
 from worker.connectors.http import HttpOptions, ProviderClient
 from worker.connectors.limits import SyncLimits, bounded
+from worker.connectors.redaction import clean_message
 
 log = structlog.get_logger(__name__)
 
@@ -240,16 +244,20 @@ def sync_streams(
     """
     tally = SyncTally()
     failures: list[str] = []
+    denied = 0
     for stream in streams:
         try:
             sync_stream(stream, tally)
-        except ProviderError as exc:
+        except (ProviderError, PermissionDenied) as exc:
             log.warning("sync.stream_failed", stream=stream, error=str(exc))
             failures.append(f"{stream}: {exc}")
+            denied += isinstance(exc, PermissionDenied)
         except SyncLimitExceeded as exc:
             return limited(tally, [*failures, f"{stream}: {exc}"])
     if streams and len(failures) == len(streams):
-        return SyncResult(SyncOutcome.FAILED, tally.records, (), "; ".join(failures))
+        # A key allowed to read none of the streams is as good as a wrong one.
+        outcome = SyncOutcome.AUTH_FAILED if denied == len(streams) else SyncOutcome.FAILED
+        return SyncResult(outcome, tally.records, (), "; ".join(failures))
     warnings = (*tally.warnings, *failures)
     outcome = SyncOutcome.SUCCEEDED_WITH_WARNINGS if warnings else SyncOutcome.SUCCEEDED
     return SyncResult(outcome, tally.records, warnings)
@@ -276,10 +284,18 @@ def run_sync(connector: Connector, ctx: SyncContext, sink: PageSink) -> SyncResu
     """
     try:
         with bounded(ctx.limits):
-            return connector.sync(ctx, sink)
+            result = connector.sync(ctx, sink)
     except TransientError:
         raise
     except (AuthFailed, InvalidCredentials) as exc:
-        return SyncResult(SyncOutcome.AUTH_FAILED, error=str(exc))
+        result = SyncResult(SyncOutcome.AUTH_FAILED, error=str(exc))
     except ConnectorError as exc:
-        return SyncResult(SyncOutcome.FAILED, error=str(exc))
+        result = SyncResult(SyncOutcome.FAILED, error=str(exc))
+    return cleaned(result)
+
+
+def cleaned(result: SyncResult) -> SyncResult:
+    """The result with its error and warnings bounded, printable and free of keys."""
+    error = clean_message(result.error) if result.error is not None else None
+    warnings = tuple(clean_message(warning) for warning in result.warnings)
+    return replace(result, error=error, warnings=warnings)

@@ -4,11 +4,14 @@ They are a branch of the project's one hierarchy (`worker.errors` draws all of i
 
     SyncWorkerError                 (models.errors)
     └── ConnectorError
-        ├── AuthFailed              401/403, a revoked or wrong key        -> auth_failed
+        ├── AuthFailed              401, a revoked or wrong key            -> auth_failed
+        │   └── PermissionDenied    403: the key works but may not read this -> a warning naming
+        │                           the stream, auth_failed only when no stream is allowed
         ├── TransientError          timeouts, connection errors, 429, 5xx  -> retry, then failed
         │   └── RequestTimedOut     a body still arriving at the request's total deadline
         ├── ConfigurationError      filters or configuration unusable      -> failed
-        │   └── InvalidFilters      filters naming what the connector lacks (an InvalidValue too)
+        │   ├── InvalidFilters      filters naming what the connector lacks (an InvalidValue too)
+        │   └── BlockedHost         a customer's host that is, or resolves to, a non-public address
         ├── SyncLimitExceeded       a sync ran out of time or pages        -> see below
         │   ├── SyncDeadlineExceeded    past SYNCWORKER_SYNC_DEADLINE
         │   └── PageBudgetExceeded      past SYNCWORKER_SYNC_MAX_PAGES requests
@@ -44,6 +47,10 @@ class AuthFailed(ConnectorError):
     """Raised when the provider rejects the credentials (401, 403 or a revoked token)."""
 
 
+class PermissionDenied(AuthFailed):
+    """Raised when the provider answers 403: the credential lacks a permission for one endpoint."""
+
+
 class TransientError(ConnectorError):
     """Raised when a timeout, connection error, 429 or 5xx outlived the in-process retries."""
 
@@ -77,6 +84,10 @@ class SyncDeadlineExceeded(SyncLimitExceeded):
 
 class PageBudgetExceeded(SyncLimitExceeded):
     """Raised when a sync has made as many requests as its page budget allows."""
+
+
+class BlockedHost(ConfigurationError):
+    """Raised when a customer-supplied host is, or resolves to, an address that is not public."""
 
 
 class ProviderError(ConnectorError):

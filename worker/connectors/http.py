@@ -11,7 +11,8 @@ serves every customer.
 Classification happens here and nowhere else:
 
 - 2xx: returned (JSON decoded by the `*_json` calls, else `MalformedResponse`).
-- 401/403: `AuthFailed`, at once.
+- 401: `AuthFailed`, at once; 403: `PermissionDenied` (an `AuthFailed`), at once: the
+  key authenticated but lacks a permission, which `sync_streams` reports per stream.
 - timeouts, connection errors, 408, 429, 5xx: retried with exponential backoff
   and full jitter, honouring `Retry-After` (seconds or HTTP-date) and, for 429,
   the provider's rate-limit headers (`worker.connectors.rate_limits`); after
@@ -32,7 +33,8 @@ bucket there, so every process shares one budget per key.
 
 Messages name `METHOD /path` only: never the host a session adds, the query
 string, a header or the provider's free-text message, so secrets cannot leak
-into them.
+into them. The provider's error code and reason phrase are cleaned
+(`worker.connectors.redaction.clean_detail`: bounded, printable, keys redacted).
 """
 
 from __future__ import annotations
@@ -50,15 +52,18 @@ import httpx
 import structlog
 
 from worker.backoff import Backoff
+from worker.connectors.addresses import Pinned, Resolver, pin, system_resolver
 from worker.connectors.bodies import ACCEPT_ENCODING, MIB, read_body
 from worker.connectors.errors import (
     AuthFailed,
+    PermissionDenied,
     RequestRejected,
     RequestTimedOut,
     TransientError,
 )
 from worker.connectors.limits import SyncBudget, current_budget
 from worker.connectors.rate_limits import RateLimitHook, parse_retry_after, rate_limit_wait
+from worker.connectors.redaction import clean_detail
 from worker.connectors.responses import ErrorDetail, decode_json
 
 log = structlog.get_logger(__name__)
@@ -99,6 +104,9 @@ class HttpOptions:
     random: Callable[[], float] = _random.random
     wall_clock: Callable[[], float] = time.time  # epoch seconds, for HTTP-dates and resets
     monotonic: Callable[[], float] = time.monotonic  # for request deadlines
+    # Customer hosts on loopback (SYNCWORKER_ALLOW_LOOPBACK_HOSTS): only tests and the demo.
+    allow_loopback: bool = False
+    resolve: Resolver = system_resolver
     transport: httpx.BaseTransport | None = None
 
 
@@ -178,13 +186,15 @@ class ProviderClient:
         headers: Mapping[str, str] | None = None,
         *,
         base_url: str | None = None,
+        customer_host: bool = False,
     ) -> ProviderSession:
         """A view of this client sending one integration's credentials; it shares the pool.
 
         `base_url`, when given, is that integration's own host (a Shopify shop, a
-        WooCommerce store), used instead of the client's.
+        WooCommerce store), used instead of the client's. `customer_host`: the customer
+        named that host, so every request is checked and pinned (`worker.connectors.addresses`).
         """
-        return ProviderSession(self, auth, dict(headers or {}), base_url)
+        return ProviderSession(self, auth, dict(headers or {}), base_url, customer_host)
 
     def request(
         self,
@@ -194,12 +204,17 @@ class ProviderClient:
         base_url: str | None = None,
         auth: httpx.Auth | None = None,
         headers: Mapping[str, str] | None = None,
+        customer_host: bool = False,
         **content: Any,
     ) -> httpx.Response:
-        """Send one call, retrying transient failures; a 2xx response or an exception."""
+        """Send one call, retrying transient failures; a 2xx response or an exception.
+
+        `customer_host`: `base_url` is a customer's, so the request is checked and pinned.
+        """
         endpoint = f"{method} {path.partition('?')[0]}"
         url = join_url(base_url, path) if base_url else path
         budget = current_budget()
+        pinned: Pinned | None = None
         attempt = 0
         while True:
             attempt += 1
@@ -210,6 +225,11 @@ class ProviderClient:
             )
             if budget is not None and attempt == 1:
                 budget.spend(method, endpoint, str(request.url))
+            if customer_host and base_url:
+                pinned = pinned or self._pin(request, base_url, endpoint)
+                request.url = pinned.url
+                request.headers.update(pinned.headers)
+                request.extensions.update(pinned.extensions)
             self._pace(endpoint)
             try:
                 response = self._send(request, auth, endpoint, seconds)
@@ -223,6 +243,16 @@ class ProviderClient:
                     return response
                 failure = found
             self._wait_or_give_up(endpoint, failure, attempt)
+
+    def _pin(self, request: httpx.Request, base_url: str, endpoint: str) -> Pinned:
+        options = self.options
+        return pin(
+            request.url,
+            httpx.URL(base_url).host,
+            endpoint,
+            allow_loopback=options.allow_loopback,
+            resolve=options.resolve,
+        )
 
     def _seconds_for(self, endpoint: str, budget: SyncBudget | None) -> float:
         """This attempt's total seconds: the request deadline, clipped to the sync's."""
@@ -267,9 +297,15 @@ class ProviderClient:
         status = response.status_code
         if 200 <= status < 300:
             return None
-        detail = self._error_detail(response) if self._error_detail else None
-        reason = f"{status} {response.reason_phrase}" + (f" ({detail})" if detail else "")
-        if status in (401, 403):
+        found = self._error_detail(response) if self._error_detail else None
+        detail = clean_detail(found) if found else None
+        # The reason phrase is the server's own text too (`HTTP/1.1 403 <anything>`).
+        reason = f"{status} {clean_detail(response.reason_phrase)}" + (
+            f" ({detail})" if detail else ""
+        )
+        if status == 403:
+            raise PermissionDenied(f"{endpoint}: {reason}: the credential lacks this permission")
+        if status == 401:
             raise AuthFailed(f"{endpoint}: {reason}")
         if status in (408, 429) or status >= 500:
             return _Failure(reason, self._retry_after(response))
@@ -327,6 +363,7 @@ class ProviderSession:
     _auth: httpx.Auth | None = field(repr=False)
     _headers: dict[str, str] = field(repr=False)
     _base_url: str | None = None  # None: the client's
+    _customer_host: bool = False  # `_base_url` is the customer's: check and pin its addresses
     _pause: float = 0.0
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -362,6 +399,7 @@ class ProviderSession:
             method,
             path,
             base_url=self._base_url,
+            customer_host=self._customer_host,
             auth=self._auth,
             headers=self._headers,
             **content,

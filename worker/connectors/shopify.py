@@ -119,7 +119,9 @@ class ShopifyConnector(HttpConnector):
         streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
         token, shop = credentials["access_token"], f"https://{credentials['shop_domain']}"
         auth = HeaderAuth(lambda _: {"X-Shopify-Access-Token": token})
-        api = self.client.authorized(auth, base_url=self.base_url or shop)
+        api = self.client.authorized(
+            auth, base_url=self.base_url or shop, customer_host=self.base_url is None
+        )
 
         def sync_stream(stream: str, tally: SyncTally) -> None:
             cursor = WalkCursor.restore(CURSOR, ctx.cursors.get(stream), stream, tally)

@@ -43,6 +43,7 @@ import structlog
 from models.errors import InvalidCredentials
 from models.status import Provider
 from models.sync_runs import SyncResult
+from worker.connectors.addresses import refuse_literal
 from worker.connectors.base import (
     HttpConnector,
     Page,
@@ -93,6 +94,9 @@ class WooCommerceConnector(HttpConnector):
                 "woocommerce credentials: store_url must be an https:// address without "
                 "credentials or query (plain-HTTP query-string authentication is not supported)"
             )
+        refused = refuse_literal(parts.hostname, allow_loopback=self.client.options.allow_loopback)
+        if refused:
+            raise InvalidCredentials(f"woocommerce credentials: store_url's host {refused}")
         valid = {"store_url": url}
         for name, prefix in (("consumer_key", "ck_"), ("consumer_secret", "cs_")):
             value = credential(raw, name, provider=self.provider)
@@ -109,7 +113,11 @@ class WooCommerceConnector(HttpConnector):
         pair = f"{credentials['consumer_key']}:{credentials['consumer_secret']}"
         basic = "Basic " + base64.b64encode(pair.encode()).decode()
         auth = HeaderAuth(lambda _: {"Authorization": basic})
-        api = self.client.authorized(auth, base_url=self.base_url or credentials["store_url"])
+        api = self.client.authorized(
+            auth,
+            base_url=self.base_url or credentials["store_url"],
+            customer_host=self.base_url is None,
+        )
 
         def sync_stream(stream: str, tally: SyncTally) -> None:
             cursor = _StreamCursor.restore(ctx.cursors.get(stream), stream, tally)

@@ -81,6 +81,7 @@ def http_options(sleep: RecordingSleep) -> HttpOptions:
         sleep=sleep,
         random=lambda: 1.0,
         wall_clock=lambda: NOW,
+        allow_loopback=True,  # the fakes listen on 127.0.0.1
     )
 
 

@@ -99,13 +99,25 @@ def test_a_revoked_key_is_auth_failed(
     )
 
 
-def test_a_key_without_a_permission_is_auth_failed_not_a_stream_warning(
+def test_a_key_without_one_permission_gets_a_warning_naming_the_stream(
     account: FakePaddle, make_paddle: MakePaddle, make_context: MakeContext
 ) -> None:
+    # given a key whose role may not read customers (issue 10: not an auth failure)
     account.route("GET", "/customers", lambda _: account.error_response(403, "no permission"))
     result = run_sync(make_paddle(), make_context({"api_key": KEY}), RecordingSink())
+    assert result.outcome is SyncOutcome.SUCCEEDED_WITH_WARNINGS
+    assert result.warnings == (
+        "customers: GET /customers: 403 Forbidden (request_error/forbidden): "
+        "the credential lacks this permission",
+    )
+
+
+def test_a_key_allowed_no_stream_is_auth_failed(
+    account: FakePaddle, make_paddle: MakePaddle, make_context: MakeContext
+) -> None:
+    account.fail_next(3, status=403)
+    result = run_sync(make_paddle(), make_context({"api_key": KEY}), RecordingSink())
     assert result.outcome is SyncOutcome.AUTH_FAILED
-    assert result.error == "GET /customers: 403 Forbidden (request_error/forbidden)"
 
 
 def test_a_429_with_retry_after_is_waited_out(
