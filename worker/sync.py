@@ -37,6 +37,9 @@ from worker.lease import Leases
 
 log = structlog.get_logger(__name__)
 
+# The error of an attempt whose database connection the server dropped.
+LOST_DATABASE = "database connection lost"
+
 
 @dataclass(frozen=True)
 class SyncServices:
@@ -172,11 +175,14 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
     # until the reaper calls it abandoned: the run ends failed, naming the error's kind.
     except Exception as exc:
         _keep_held_page(pages)
-        if is_disconnect(exc) and not final_attempt:
+        if not is_disconnect(exc):
+            result = _crashed(start, exc)
+        elif final_attempt:
+            result = SyncResult(SyncOutcome.FAILED, error=f"gave up after retries: {LOST_DATABASE}")
+        else:
             # The database went away, not the sync: the task retries on a fresh pool.
-            _close_for_retry(services, start, "transient: database connection lost")
+            _close_for_retry(services, start, f"transient: {LOST_DATABASE}")
             raise
-        result = _crashed(start, exc)
     except BaseException:  # the process is going down: the reaper closes the run
         _keep_held_page(pages)
         raise

@@ -360,6 +360,15 @@ def test_a_lease_store_that_cannot_be_reached_is_a_transient_error_for_the_task_
     down.close()
 
 
+def server_drops_connections() -> None:
+    """PostgreSQL terminates every other connection to the test database (a restart, a proxy)."""
+    with psycopg.connect(postgres_url(), autocommit=True) as connection:
+        connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 def test_a_database_connection_dropped_mid_sync_is_retried_by_the_same_task(
     services: SyncServices,
     make_stripe_integration: IntegrationFactory,
@@ -370,14 +379,6 @@ def test_a_database_connection_dropped_mid_sync_is_retried_by_the_same_task(
     if request.node.callspec.params["engine"] != "postgres":
         pytest.skip("terminating backends is PostgreSQL's")
     integration = make_stripe_integration(customers=25)
-
-    def server_drops_connections() -> None:
-        with psycopg.connect(postgres_url(), autocommit=True) as connection:
-            connection.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-
     dropping = interfered(services, during_sync=server_drops_connections)
 
     # when: the attempt fails on its dead connection, and the task retries it
@@ -394,6 +395,25 @@ def test_a_database_connection_dropped_mid_sync_is_retried_by_the_same_task(
     assert first.records_received + retried.records_received == 25
     triggers = [t for _, _, t in audit_of(sessions, integration.id)]
     assert triggers.count("sync_succeeded") <= 1
+
+
+def test_a_database_connection_dropped_on_the_final_attempt_fails_the_run_classified(
+    services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    request: pytest.FixtureRequest,
+) -> None:
+    if request.node.callspec.params["engine"] != "postgres":
+        pytest.skip("terminating backends is PostgreSQL's")
+    integration = make_stripe_integration(customers=25)
+    dropping = interfered(services, during_sync=server_drops_connections)
+
+    done = sync_integration(dropping, str(integration.id), task_id="task-1", final_attempt=True)
+
+    assert isinstance(done, Finished)
+    [run] = runs_of(sessions, integration.id)
+    assert (run.outcome, run.applied) == ("failed", True)
+    assert run.error == "gave up after retries: database connection lost"
 
 
 # --- a stale result never undoes newer credentials ------------------------------------------
