@@ -12,14 +12,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 import psycopg
 import pytest
 from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from structlog.testing import capture_logs
 
 from fakes.server import Request, Response
 from fakes.stripe import FakeStripe
@@ -30,6 +28,7 @@ from models.schema import SyncedRecord
 from models.status import Provider, Status, SyncOutcome
 from models.sync_runs import INTERRUPTED_ERROR, RunStart, Skipped, start_run
 from tests.conftest import IntegrationFactory, postgres_url
+from tests.worker.conftest import LogLines
 from tests.worker.test_sync import (  # the fixtures of one sync, shared with its tests
     LEASE_TTL as LEASE,
 )
@@ -60,17 +59,17 @@ def test_an_unexpected_error_ends_the_run_failed_naming_its_kind_and_a_first_syn
     services: SyncServices,
     make_stripe_integration: IntegrationFactory,
     sessions: Sessions,
-    clock: ManualClock,
+    json_logs: LogLines,
 ) -> None:
     # given: a first sync whose provider answer makes the code fail in a way nobody foresaw
+    clock = services.clock
     integration = make_stripe_integration(customers=3, established=False)
     crashing = interfered(
         services, crash_after_pages=0, crash_with=RecursionError("maximum recursion depth")
     )
 
     # when
-    with capture_logs() as logs:
-        done = sync_integration(crashing, str(integration.id), task_id="task-1")
+    done = sync_integration(crashing, str(integration.id), task_id="task-1")
 
     # then: the run is closed failed with a one-line reason naming the error's kind
     assert isinstance(done, Finished)
@@ -82,24 +81,24 @@ def test_an_unexpected_error_ends_the_run_failed_naming_its_kind_and_a_first_syn
     # the outcome was applied: a broken first sync goes to quality assurance
     assert reload(sessions, integration.id).status == Status.QUALITY_ASSURANCE
     # and the error was logged once
-    assert [line["event"] for line in logs].count("sync.crashed") == 1
+    assert [line["event"] for line in json_logs()].count("sync.crashed") == 1
 
 
 def test_a_credential_the_http_layer_cannot_encode_fails_the_run_without_showing_it(
     services: SyncServices,
     make_stripe_integration: IntegrationFactory,
     sessions: Sessions,
-    keyring: Any,
     fake: FakeStripe,
+    json_logs: LogLines,
 ) -> None:
     # given: a key with a character no HTTP header can carry (accepted before validation)
+    keyring = services.keyring
     secret = "sk_test_clé_secrète_42"
     fake.add_account(secret, customers=2)
     integration = make_stripe_integration(credentials_sealed=keyring.seal({"secret_key": secret}))
 
     # when
-    with capture_logs() as logs:
-        done = sync_integration(services, str(integration.id), task_id="task-1")
+    done = sync_integration(services, str(integration.id), task_id="task-1")
 
     # then: failed and closed, and nothing of the key is in the run or the log
     assert isinstance(done, Finished)
@@ -107,7 +106,7 @@ def test_a_credential_the_http_layer_cannot_encode_fails_the_run_without_showing
     [run] = runs_of(sessions, integration.id)
     assert run.finished_at is not None and run.error is not None
     assert "UnicodeEncodeError" in run.error
-    shown = run.error + json.dumps(logs, default=str)
+    shown = run.error + json.dumps(json_logs())
     assert "secr" not in shown and "clé" not in shown and "\\u00e9" not in shown
 
 
