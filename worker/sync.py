@@ -186,18 +186,7 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
     except BaseException:  # the process is going down: the reaper closes the run
         _keep_held_page(pages)
         raise
-    result = result.with_warnings(pages.warnings)
-    last_page: list[str] = []
-    with services.sessions() as session, session.begin():
-        change = finish_run(
-            session,
-            start.run_id,
-            result,
-            now=services.clock.now(),
-            last_page=pages.take(),
-            warn=last_page.append,
-        )
-    result = result.with_warnings(last_page)
+    result, change = _finish(services, start, result.with_warnings(pages.warnings), pages)
     log.info(
         "sync.finished",
         run_id=str(start.run_id),
@@ -209,6 +198,38 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
         **({"error": result.error} if result.error else {}),
     )
     return Finished(start.run_id, result, change)
+
+
+def _finish(
+    services: SyncServices, start: RunStart, result: SyncResult, pages: PageStore
+) -> tuple[SyncResult, Change | None]:
+    """Close the run with `result` and the held page; the result as recorded, and its change.
+
+    Should the database refuse that transaction (for any reason but a lost connection, which
+    the task's retry handles), the run is closed failed without the page, naming the error.
+    """
+    noted: list[str] = []
+    try:
+        change = _close(services, start, result, pages.take(), noted.append)
+    except Exception as exc:
+        if is_disconnect(exc):
+            raise
+        result = _crashed(start, exc)
+        change = _close(services, start, result, None, noted.append)
+    return result.with_warnings(noted), change
+
+
+def _close(
+    services: SyncServices,
+    start: RunStart,
+    result: SyncResult,
+    last_page: Page | None,
+    warn: Callable[[str], None],
+) -> Change | None:
+    with services.sessions() as session, session.begin():
+        return finish_run(
+            session, start.run_id, result, now=services.clock.now(), last_page=last_page, warn=warn
+        )
 
 
 def _close_for_retry(services: SyncServices, start: RunStart, error: str) -> None:

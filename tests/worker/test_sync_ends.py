@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -26,7 +27,7 @@ from models.db import is_disconnect
 from models.integrations import set_credentials
 from models.schema import SyncedRecord
 from models.status import Provider, Status, SyncOutcome
-from models.sync_runs import INTERRUPTED_ERROR, RunStart, Skipped, start_run
+from models.sync_runs import INTERRUPTED_ERROR, RunStart, Skipped, SyncResult, start_run
 from tests.conftest import IntegrationFactory, postgres_url
 from tests.worker.conftest import LogLines
 from tests.worker.test_sync import (  # the fixtures of one sync, shared with its tests
@@ -45,6 +46,7 @@ from tests.worker.test_sync import (
     services,
     sleep,
 )
+from worker.connectors.base import Page, PageSink, SyncContext
 from worker.connectors.errors import TransientError
 from worker.connectors.http import HttpOptions
 from worker.connectors.limits import SyncLimits
@@ -462,3 +464,50 @@ def test_an_old_keys_401_arriving_after_new_credentials_is_recorded_not_applied(
     again = sync_integration(services, str(integration.id), task_id="task-2")
     assert isinstance(again, Finished) and again.result.outcome is SyncOutcome.SUCCEEDED
     assert runs_of(sessions, integration.id)[-1].applied
+
+
+class OnePage:
+    """A connector whose every sync is one given page (what a broken connector might send)."""
+
+    provider = Provider.STRIPE
+    required_credentials = ("secret_key",)
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        return dict(raw)
+
+    def validate_filters(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(filters)
+
+    def sync(self, ctx: SyncContext, sink: PageSink) -> SyncResult:
+        sink.store(self.page)
+        return SyncResult(SyncOutcome.SUCCEEDED, len(self.page.records))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_a_last_page_the_database_refuses_still_closes_the_run_failed(
+    services: SyncServices,
+    make_stripe_integration: IntegrationFactory,
+    sessions: Sessions,
+    request: pytest.FixtureRequest,
+) -> None:
+    # given: a page whose stream name PostgreSQL's column refuses, stored when the run closes
+    if request.node.callspec.params["engine"] != "postgres":
+        pytest.skip("SQLite does not enforce column lengths")
+    integration = make_stripe_integration(customers=0)
+    page = Page("s" * 100, (("cus_1", {"name": "Acme"}),), {"created_gte": 1})
+    broken = replace(services, connector_for=lambda _: OnePage(page))
+
+    # when
+    done = sync_integration(broken, str(integration.id), task_id="task-1")
+
+    # then: the run is closed, failed with the database error's kind, and applied
+    assert isinstance(done, Finished)
+    [run] = runs_of(sessions, integration.id)
+    assert (run.outcome, run.applied, run.finished_at is not None) == ("failed", True, True)
+    assert (run.error or "").startswith("unexpected DataError (StringDataRightTruncation) in ")
+    assert reload(sessions, integration.id).status == Status.SYNC_FAILING
