@@ -126,16 +126,12 @@ def sync_integration(
     """Sync one integration once.
 
     Raises TransientError (with the provider's `retry_after`, if it named one) for a
-    transient failure before the final attempt, and when the lease store cannot be
-    reached: the task retries it later.
+    transient failure before the final attempt, and RedisError when the lease store
+    cannot be reached: the task retries both later.
     """
     limit = services.time_limit
     deadline = services.limits.monotonic() + limit.total_seconds() if limit else None
-    try:
-        token = services.leases.acquire(integration_id, task_id=task_id)
-    except RedisError as exc:
-        # No lease, no sync: but Redis coming back is a matter of seconds, so retry the task.
-        raise TransientError(f"lease store unavailable: {type(exc).__name__}") from exc
+    token = services.leases.acquire(integration_id, task_id=task_id)
     if token is None:
         return Skipped("lease held by another sync")
     try:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
@@ -47,12 +48,12 @@ from tests.worker.test_sync import (
     sleep,
 )
 from worker.connectors.base import Page, PageSink, SyncContext
-from worker.connectors.errors import TransientError
 from worker.connectors.http import HttpOptions
 from worker.connectors.limits import SyncLimits
 from worker.connectors.registry import connector_for
 from worker.lease import Leases, LocalLeaseStore, RedisLeaseStore
 from worker.sync import Finished, SyncServices, end_overdue_run, sync_integration
+from worker.tasks import _retryable as retryable
 
 __all__ = ["fake", "keyring", "make_stripe_integration", "services", "sleep"]
 
@@ -343,7 +344,7 @@ def test_another_tasks_sync_still_waits_for_a_live_run(
     assert len(runs_of(sessions, integration.id)) == 1
 
 
-def test_a_lease_store_that_cannot_be_reached_is_a_transient_error_for_the_task_to_retry(
+def test_a_lease_store_that_cannot_be_reached_is_an_outage_the_sync_task_retries(
     services: SyncServices, make_stripe_integration: IntegrationFactory, sessions: Sessions
 ) -> None:
     # given: Redis down (nothing listens on port 1)
@@ -353,9 +354,11 @@ def test_a_lease_store_that_cannot_be_reached_is_a_transient_error_for_the_task_
         RedisLeaseStore(down), sessions, ttl=LEASE, app_ttl=LEASE, now=services.clock.now
     )
 
-    # when / then: the task is told to retry, and nothing started
-    with pytest.raises(TransientError, match="lease store unavailable: ConnectionError"):
+    # when / then: the outage reaches the task, which retries it; nothing started
+    with pytest.raises(RedisError) as raised:
         sync_integration(replace(services, leases=leases), str(integration.id), task_id="t")
+    assert retryable(raised.value, final=False)
+    assert not retryable(raised.value, final=True)
     assert runs_of(sessions, integration.id) == []
     leases.close()
     down.close()
