@@ -75,6 +75,8 @@ DATA_DIR_MODE: Final = 0o700
 # within about a second (README; benchmarks/throughput.py). A prefork worker defaults to
 # the CPU count instead, as in Celery: its processes are not there to wait.
 THREADS_CONCURRENCY: Final = 64
+# The most of a task's hard time limit a sync's deadline may take (the soft limit is 0.9).
+SYNC_DEADLINE_SHARE: Final = 0.8
 # Pools whose slots are threads or greenlets in one process, which THREADS_CONCURRENCY sizes.
 THREADED_POOLS: Final = frozenset({"threads", "gevent", "eventlet"})
 
@@ -183,7 +185,7 @@ class Settings:
     # Ping each pooled database connection before use (see models.db.make_engine).
     db_pre_ping: bool = field(default=False, metadata=env("DB_PRE_PING", FLAG))
     # One sync's wall-clock deadline and request budget (worker.connectors.limits); the
-    # deadline stays below the task's hard time limit, so a sync ends classified on its own.
+    # deadline is clipped below the task's time limit (`sync_limits`).
     sync_deadline_s: int = field(
         default=int(DEFAULT_DEADLINE_S), metadata=env("SYNC_DEADLINE", whole(1, 3600, " s"))
     )
@@ -204,12 +206,6 @@ class Settings:
     allow_loopback_hosts: bool = field(default=False, metadata=env("ALLOW_LOOPBACK_HOSTS", FLAG))
 
     def __post_init__(self) -> None:
-        if self.sync_deadline_s >= self.task_time_limit_s:
-            raise InvalidValue(
-                f"{PREFIX}SYNC_DEADLINE must be below {PREFIX}TASK_TIME_LIMIT "
-                f"({self.task_time_limit_s} s), got {self.sync_deadline_s}: a sync must end "
-                "on its own before its task is killed"
-            )
         longest_live = self.task_time_limit_s + self.max_retry_delay_s
         if self.visibility_timeout_s <= longest_live:
             raise InvalidValue(
@@ -229,8 +225,14 @@ class Settings:
 
     @property
     def sync_limits(self) -> SyncLimits:
-        """Each sync's deadline and page budget."""
-        return SyncLimits(deadline_s=self.sync_deadline_s, max_pages=self.sync_max_pages)
+        """Each sync's deadline and page budget.
+
+        The deadline is at most SYNC_DEADLINE_SHARE of the task's hard time limit: a sync
+        ends on its own, classified and with its pages stored, before the soft limit
+        (nine tenths) interrupts it.
+        """
+        deadline = min(self.sync_deadline_s, self.task_time_limit_s * SYNC_DEADLINE_SHARE)
+        return SyncLimits(deadline_s=deadline, max_pages=self.sync_max_pages)
 
     def http_options(self, max_connections: int) -> HttpOptions:
         """The connectors' HTTP options: per-request deadline and body cap, and pool size."""

@@ -306,8 +306,10 @@ def test_next_sync_fetches_only_what_is_new_since_the_stored_cursor(
     done = sync_integration(services, str(integration.id), task_id="task-2")
 
     assert isinstance(done, Finished)
-    assert done.result.records == 3
-    assert len(fake.requests_to("/v1/customers")) == 1
+    # the new customers' events (and the newest listed one's, replayed from the overlap)
+    assert done.result.records == 4
+    assert len(fake.requests_to("/v1/events")) == 1
+    assert fake.requests_to("/v1/customers") == []
     assert record_ids(sessions, integration.id) == customer_ids(15)
 
 

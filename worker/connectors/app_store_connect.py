@@ -114,7 +114,11 @@ class AppStoreConnectConnector(HttpConnector):
         """Issuer id (a UUID), key id, the .p8 private key (EC P-256 PEM) and vendor number."""
         reject_unknown(raw, self.required_credentials, provider=self.provider)
         names = self.required_credentials
-        valid = {name: credential(raw, name, provider=self.provider) for name in names}
+        # The .p8 key spans lines and only signs the token; the other fields reach requests.
+        valid = {
+            name: credential(raw, name, provider=self.provider, header_safe=name != "private_key")
+            for name in names
+        }
         prefix = f"{self.provider} credentials:"
         try:
             uuid.UUID(valid["issuer_id"])

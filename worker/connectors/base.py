@@ -22,6 +22,7 @@ than failing the first sync (which would send the integration to QA).
 
 from __future__ import annotations
 
+import re
 from abc import ABC
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,6 +48,7 @@ from worker.connectors.errors import (
 from worker.connectors.http import HttpOptions, ProviderClient
 from worker.connectors.limits import SyncLimits, bounded
 from worker.connectors.redaction import clean_message
+from worker.connectors.stamps import StampCheck, checking_stamps, stamp_check
 
 log = structlog.get_logger(__name__)
 
@@ -150,11 +152,24 @@ class HttpConnector(ABC):
         self.close()
 
 
-def credential(raw: Mapping[str, Any], name: str, *, provider: Provider) -> str:
-    """A required non-empty text credential, or `InvalidCredentials` naming it."""
+def credential(
+    raw: Mapping[str, Any], name: str, *, provider: Provider, header_safe: bool = True
+) -> str:
+    """A required non-empty text credential, or `InvalidCredentials` naming it.
+
+    `header_safe` (all but key files): only printable ASCII without spaces, the characters
+    an HTTP header or URL can carry, so a pasted non-ASCII or control character is
+    refused here, naming the field (never the value), not met as a `UnicodeEncodeError`
+    in the middle of a sync.
+    """
     value = raw.get(name)
     if not isinstance(value, str) or not value.strip():
         raise InvalidCredentials(f"{provider} credentials: {name} is required (non-empty text)")
+    if header_safe and not HEADER_SAFE.fullmatch(value.strip(" ")):
+        raise InvalidCredentials(
+            f"{provider} credentials: {name} must be printable ASCII without spaces "
+            "(it holds a non-ASCII, control or space character)"
+        )
     return value
 
 
@@ -209,6 +224,8 @@ def checked_filters(
     return dict(filters)
 
 
+# What a credential sent in a header or URL may hold: printable ASCII, no space.
+HEADER_SAFE: Final = re.compile(r"[\x21-\x7e]+")
 # How many unknown names an error lists (the rest are counted).
 SHOWN_NAMES: Final = 5
 
@@ -245,6 +262,7 @@ def sync_streams(
     tally = SyncTally()
     failures: list[str] = []
     denied = 0
+    check = stamp_check()
     for stream in streams:
         try:
             sync_stream(stream, tally)
@@ -254,6 +272,8 @@ def sync_streams(
             denied += isinstance(exc, PermissionDenied)
         except SyncLimitExceeded as exc:
             return limited(tally, [*failures, f"{stream}: {exc}"])
+        finally:
+            _warn_ignored_stamps(stream, check, tally)
     if streams and len(failures) == len(streams):
         # A key allowed to read none of the streams is as good as a wrong one.
         outcome = SyncOutcome.AUTH_FAILED if denied == len(streams) else SyncOutcome.FAILED
@@ -261,6 +281,15 @@ def sync_streams(
     warnings = (*tally.warnings, *failures)
     outcome = SyncOutcome.SUCCEEDED_WITH_WARNINGS if warnings else SyncOutcome.SUCCEEDED
     return SyncResult(outcome, tally.records, warnings)
+
+
+def _warn_ignored_stamps(stream: str, check: StampCheck, tally: SyncTally) -> None:
+    ignored = check.take_ignored()
+    if ignored:
+        tally.warn(
+            f"{stream}: {ignored} records had a date outside the sane range (after "
+            f"{check.latest:%Y-%m-%d} or before 1970); stored, but they did not move the cursor"
+        )
 
 
 def limited(tally: SyncTally, failures: Sequence[str]) -> SyncResult:
@@ -283,7 +312,7 @@ def run_sync(connector: Connector, ctx: SyncContext, sink: PageSink) -> SyncResu
     credentials will.
     """
     try:
-        with bounded(ctx.limits):
+        with bounded(ctx.limits), checking_stamps(ctx.now):
             result = connector.sync(ctx, sink)
     except TransientError:
         raise

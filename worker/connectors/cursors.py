@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from worker.connectors.base import SyncTally
 from worker.connectors.errors import RequestRejected
+from worker.connectors.stamps import stamp_check
 
 K = TypeVar("K", int, datetime)  # a stamp as compared: an epoch integer or an aware instant
 C = TypeVar("C")
@@ -68,6 +69,10 @@ def epoch(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _sane(value: int | datetime | None) -> bool:
+    return value is not None and stamp_check().sane(value)
+
+
 @dataclass(frozen=True)
 class Stamps(Generic[K]):
     """How a provider's stamps read: as comparable values (`read`, None when unreadable)."""
@@ -100,10 +105,16 @@ class MarkKeys(Generic[K]):
     numeric_ids: bool = False  # ids are decimal integers, kept in numeric order
 
     def load(self, stored: Mapping[str, Any]) -> Mark[K]:
-        """The mark in `stored` (none if absent); `TypeError` naming an unreadable key."""
+        """The mark in `stored` (none if absent); `TypeError` naming an unreadable key.
+
+        A mark outside the sane range (`worker.connectors.stamps`), stored before stamps
+        were checked, is unreadable too: the stream starts over rather than stay stuck.
+        """
         at, ids = stored.get(self.at), stored.get(self.ids, [])
         if at is not None and (not isinstance(at, int | str) or self.stamps.read(at) is None):
             raise TypeError(f"{self.at} is not {self.stamps.kind}")
+        if at is not None and not _sane(self.stamps.read(at)):
+            raise TypeError(f"{self.at} is outside the sane range")
         if not isinstance(ids, list) or not all(self._valid_id(one) for one in ids):
             raise TypeError(f"{self.ids} is not a list of ids")
         return Mark(self, at, set(ids))
@@ -132,14 +143,20 @@ class Mark(Generic[K]):
     def covers(self, key: str, stamp: Stamp) -> bool:
         """Whether a record is older than the mark or held at it."""
         bound, value = self.bound, self.keys.stamps.read(stamp)
-        if bound is None or value is None:
+        if bound is None or value is None or not _sane(value):
             return False
         return value < bound or (value == bound and key in self.ids)
 
     def add(self, key: str, stamp: Stamp) -> bool:
-        """Raise the mark to a stored record's stamp, or note its id at it; whether it moved."""
+        """Raise the mark to a stored record's stamp, or note its id at it; whether it moved.
+
+        A stamp outside the sane range never moves it; the sync counts it for a warning.
+        """
         bound, value = self.bound, self.keys.stamps.read(stamp)
         if value is None:
+            return False
+        if not _sane(value):
+            stamp_check().ignored += 1
             return False
         if bound is None or value > bound:
             self.at, self.ids = stamp, {key}
@@ -200,11 +217,12 @@ class WalkCursor(Generic[K]):
         cls, keys: WalkKeys[K], stored: Mapping[str, Any] | None, stream: str, tally: SyncTally
     ) -> WalkCursor[K]:
         """The stored cursor; an unreadable one restarts the walk with a warning."""
-        load = lambda: cls._load(keys, stored or {})  # noqa: E731 - read only inside `restore`
+        load = lambda: cls.load(keys, stored or {})  # noqa: E731 - read only inside `restore`
         return restore(stream, tally, load, lambda: cls.start(keys))
 
     @classmethod
-    def _load(cls, keys: WalkKeys[K], stored: Mapping[str, Any]) -> WalkCursor[K]:
+    def load(cls, keys: WalkKeys[K], stored: Mapping[str, Any]) -> WalkCursor[K]:
+        """The stored cursor; `TypeError` naming what is unreadable."""
         page = stored.get(keys.page)
         if page is not None and not isinstance(page, str):
             raise TypeError(f"{keys.page} is not text")

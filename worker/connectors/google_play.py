@@ -149,7 +149,10 @@ class GooglePlayConnector(HttpConnector):
         self, raw: Mapping[str, Any], *, check_key: bool
     ) -> tuple[dict[str, str], _ServiceAccount]:
         reject_unknown(raw, self.required_credentials, provider=self.provider)
-        key_file = credential(raw, "service_account_json", provider=self.provider)
+        # A JSON key file (its private key spans lines); only its fields reach a request.
+        key_file = credential(
+            raw, "service_account_json", provider=self.provider, header_safe=False
+        )
         package = credential(raw, "package_name", provider=self.provider)
         account = self._service_account(key_file, check_key)
         if not _PACKAGE.fullmatch(package):

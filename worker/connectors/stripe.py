@@ -10,16 +10,17 @@ Documented API used (https://docs.stripe.com/api):
   else canceled ones are left out), `/v1/invoices`, `/v1/charges`, newest
   first, paged by `limit` (at most 100) and `starting_after`, answering
   `{"object": "list", "data": [...], "has_more": bool, "url": ...}`;
-- incremental by `created[gte]`;
+- changes after the first full listing from `GET /v1/events` (`worker.connectors.stripe_events`):
+  a list filtered by `created` never sees an update or a refund;
 - errors as `{"error": {"type", "code", "message"}}`: 401 for an invalid or
   revoked key, 429 for rate limiting (both classified by the HTTP layer).
 
-A stream's cursor, a `worker.connectors.cursors.WalkCursor`: `created_gte` (the
-newest `created` stored, the next run's lower bound) with `skip_ids` (the ids at
-exactly that second already stored, so `gte` loses nothing created in the same
-second and re-stores nothing); while a run is under way also `starting_after` (the
-last id stored, to resume after a crash) and `newest`/`newest_ids` (the run's
-future `created_gte`).
+A stream's cursor: while a full listing is under way, a `worker.connectors.cursors.WalkCursor`
+(`starting_after`, the last id stored, to resume after a crash; `newest`/`newest_ids`)
+with `listed_from`, when the listing began. Once it is done, `{"events": ...}`, the
+stream's event walk (see `worker.connectors.stripe_events`), until events since its
+last walk may have passed Stripe's 30-day retention: then it is listed in full again.
+A cursor stored before events (`created_gte`/`skip_ids`) is listed in full once.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from models.status import Provider
 from models.sync_runs import SyncResult
 from worker.connectors.base import (
     HttpConnector,
-    Page,
     PageSink,
     Record,
     SyncContext,
@@ -46,9 +46,17 @@ from worker.connectors.base import (
     sync_streams,
 )
 from worker.connectors.cursors import EPOCH, WalkCursor, WalkKeys
-from worker.connectors.errors import MalformedResponse
-from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient, ProviderSession
-from worker.connectors.responses import error_fields, require
+from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient
+from worker.connectors.responses import error_fields
+from worker.connectors.stripe_events import (
+    EVENTS,
+    LISTED_FROM,
+    RETENTION,
+    RETENTION_MARGIN,
+    EventsCursor,
+    EventSync,
+    StripeWalk,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -98,45 +106,57 @@ class StripeConnector(HttpConnector):
         headers = {"Stripe-Account": account} if account else {}
         api = self.client.authorized(BearerAuth(credentials["secret_key"]), headers)
 
+        now_s = int(ctx.now.timestamp())
+
         def sync_stream(stream: str, tally: SyncTally) -> None:
-            cursor = WalkCursor.restore(CURSOR, ctx.cursors.get(stream), stream, tally)
-            _StreamSync(api, stream, self.page_size, cursor, sink, tally).run()
+            stored = ctx.cursors.get(stream) or {}
+            events = _events_cursor(stream, stored, now_s, tally)
+            size = self.page_size
+            if events is not None:
+                EventSync(
+                    api=api,
+                    stream=stream,
+                    page_size=size,
+                    sink=sink,
+                    tally=tally,
+                    cursor=events,
+                    now_s=now_s,
+                ).run()
+            else:
+                listing = _listing(stored) if EVENTS not in stored else {}
+                cursor = WalkCursor.restore(CURSOR, listing, stream, tally)
+                began = listing.get(LISTED_FROM)
+                _StreamSync(
+                    api=api,
+                    stream=stream,
+                    page_size=size,
+                    sink=sink,
+                    tally=tally,
+                    cursor=cursor,
+                    listed_from=began if isinstance(began, int) else now_s,
+                ).run()
             log.debug("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
         streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
         return sync_streams(streams, sync_stream)
 
 
-@dataclass
-class _StreamSync:
-    """Pages through one stream, storing each page with the cursor that follows it."""
+@dataclass(kw_only=True)
+class _StreamSync(StripeWalk):
+    """Lists one stream in full, newest first, then hands it over to its events."""
 
-    api: ProviderSession
-    stream: str
-    page_size: int
     cursor: WalkCursor[int]
-    sink: PageSink
-    tally: SyncTally
-    unreadable: int = 0
+    listed_from: int  # when this full listing began (epoch seconds)
 
-    def run(self) -> None:
-        has_more = True
-        while has_more:
-            payload = self._fetch()
-            data = require(payload, "data", list, endpoint=self.endpoint)
-            has_more = require(payload, "has_more", bool, endpoint=self.endpoint)
-            records, last_id = self._records(data)
-            if has_more and last_id is None:
-                raise MalformedResponse(f"{self.endpoint}: no object with an id to page after")
-            if has_more:
-                self.cursor.page = last_id
-            else:
-                self.cursor.finish()
-            self.tally.store(self.sink, Page(self.stream, records, self.cursor.dump()))
-        if self.unreadable:
-            self.tally.warn(
-                f"{self.stream}: skipped {self.unreadable} objects without a readable id/created"
-            )
+    unreadable_kind: ClassVar[str] = "objects without a readable id/created"
+
+    def _next_page(self, last_id: str) -> dict[str, Any]:
+        self.cursor.page = last_id
+        return {**self.cursor.dump(), LISTED_FROM: self.listed_from}
+
+    def _finished(self) -> dict[str, Any]:
+        self.cursor.finish()
+        return {EVENTS: EventsCursor.after_listing(self.cursor, self.listed_from).dump()}
 
     @property
     def endpoint(self) -> str:
@@ -174,3 +194,35 @@ class _StreamSync:
             elif self.cursor.take(external_id, created):
                 records.append((external_id, obj))
         return tuple(records), last_id
+
+
+def _events_cursor(
+    stream: str, stored: Mapping[str, Any], now_s: int, tally: SyncTally
+) -> EventsCursor | None:
+    """The stream's events cursor, or None when it must be listed in full (with a warning why)."""
+    found = stored.get(EVENTS)
+    if found is None:
+        return None
+    try:
+        events = EventsCursor.load(found if isinstance(found, Mapping) else {})
+    except TypeError as exc:
+        tally.warn(f"{stream}: stored events cursor unreadable ({exc}); listed again in full")
+        return None
+    if events.expired(now_s):
+        tally.warn(
+            f"{stream}: changes last synced over {RETENTION.days - RETENTION_MARGIN.days} days "
+            f"ago, past Stripe's {RETENTION.days}-day event retention; listed again in full"
+        )
+        return None
+    return events
+
+
+def _listing(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A listing under way; a cursor from before events keeps only its resume point.
+
+    Its `created_gte` mark would list only creations since, missing every update: the
+    stream is listed in full once, then follows events.
+    """
+    if LISTED_FROM in stored:
+        return dict(stored)
+    return {key: stored[key] for key in ("starting_after", "newest", "newest_ids") if key in stored}

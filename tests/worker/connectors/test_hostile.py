@@ -103,3 +103,12 @@ def test_a_trickled_body_ends_at_the_request_deadline_as_a_transient_error(
 
 def test_every_mode_is_served() -> None:
     assert len(set(MODES)) == len(MODES) == 10
+
+
+def test_a_key_forbidden_everywhere_is_auth_failed(
+    hostile: FakeHostile, make_context: Callable[..., SyncContext]
+) -> None:
+    result = _sync(hostile, make_context, "forbidden")
+
+    assert result.outcome is SyncOutcome.AUTH_FAILED
+    assert "403 Forbidden (permission_error/restricted_key_permission)" in (result.error or "")

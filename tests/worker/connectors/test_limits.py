@@ -32,6 +32,7 @@ from worker.connectors.http import HttpOptions, ProviderClient, RetryPolicy
 from worker.connectors.limits import SyncLimits, bounded
 from worker.connectors.responses import error_fields
 from worker.connectors.stripe import StripeConnector
+from worker.settings import Settings
 
 KEY = {"secret_key": "sk_test_limits"}
 
@@ -290,3 +291,11 @@ def test_a_sync_given_deep_json_fails_its_stream_with_a_reason(
 
     assert result.outcome is SyncOutcome.FAILED
     assert "nests deeper than 64 levels" in (result.error or "")
+
+
+def test_the_sync_deadline_stays_below_the_task_time_limit() -> None:
+    assert Settings.from_env({}).sync_limits.deadline_s == 240
+    short = Settings.from_env({"SYNCWORKER_TASK_TIME_LIMIT": "100"})
+    assert short.sync_limits.deadline_s == 80
+    limits = Settings.from_env({"SYNCWORKER_SYNC_DEADLINE": "30", "SYNCWORKER_SYNC_MAX_PAGES": "7"})
+    assert (limits.sync_limits.deadline_s, limits.sync_limits.max_pages) == (30, 7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from structlog.testing import capture_logs
@@ -30,6 +31,10 @@ def account(fake_stripe: FakeStripe) -> FakeStripe:
     return fake_stripe
 
 
+NOW_S = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())  # make_context's now
+AFTER_LISTING = {"events": {"created_gte": 1_700_015_000, "skip_ids": [], "checked": NOW_S}}
+
+
 def test_multi_page_sync_stores_every_page_with_its_cursor(
     account: FakeStripe, make_stripe: MakeStripe, make_context: MakeContext
 ) -> None:
@@ -46,13 +51,18 @@ def test_multi_page_sync_stores_every_page_with_its_cursor(
         "starting_after": "cus_000151",
         "newest": 1_700_015_000,
         "newest_ids": ["cus_000250"],
+        "listed_from": NOW_S,
     }
     assert customer_pages[1].cursor == {
         "starting_after": "cus_000051",
         "newest": 1_700_015_000,
         "newest_ids": ["cus_000250"],
+        "listed_from": NOW_S,
     }
-    assert customer_pages[2].cursor == {"created_gte": 1_700_015_000, "skip_ids": ["cus_000250"]}
+    # listed in full: from now on the stream follows its events, from the newest object on
+    assert customer_pages[2].cursor == {
+        "events": {"created_gte": 1_700_015_000, "skip_ids": [], "checked": NOW_S}
+    }
     assert sorted(sink.ids("customers")) == [f"cus_{n:06d}" for n in range(1, 251)]
     assert {r.query["limit"] for r in account.requests} == {"100"}
     assert all(r.query["status"] == "all" for r in account.requests_to("/v1/subscriptions"))
@@ -74,23 +84,34 @@ def test_incremental_sync_fetches_only_new_objects(
         {"secret_key": KEY}, cursors=first.cursors, filters={"objects": ["customers"]}
     )
     result = run_sync(connector, context, second)
-    # then one request bounded by created[gte], and only the new customers stored
+    # then one request for the stream's events since the listing, storing the new customers
+    # (and the newest listed one, replayed from the overlap)
     [request] = account.requests
+    assert request.path == "/v1/events"
+    assert request.query["type"] == "customer.*"
     assert request.query["created[gte]"] == str(1_700_015_000)
     assert "starting_after" not in request.query
     assert result.outcome is SyncOutcome.SUCCEEDED
-    assert sorted(second.ids("customers")) == sorted(new_ids)
-    assert second.cursors["customers"] == {"created_gte": 1_700_015_180, "skip_ids": ["cus_000253"]}
+    assert sorted(second.ids("customers")) == sorted([*new_ids, "cus_000250"])
+    assert second.cursors["customers"] == {
+        "events": {"created_gte": 1_700_015_180, "skip_ids": ["evt_000291"], "checked": NOW_S}
+    }
 
 
 def test_a_sync_with_nothing_new_stores_nothing_and_keeps_the_cursor(
     account: FakeStripe, make_stripe: MakeStripe, make_context: MakeContext
 ) -> None:
-    connector, first, second = make_stripe(), RecordingSink(), RecordingSink()
+    connector, first, second, third = (
+        make_stripe(),
+        RecordingSink(),
+        RecordingSink(),
+        RecordingSink(),
+    )
     run_sync(connector, make_context({"secret_key": KEY}), first)
-    result = run_sync(connector, make_context({"secret_key": KEY}, cursors=first.cursors), second)
-    assert (result.outcome, result.records, second.deliveries) == (SyncOutcome.SUCCEEDED, 0, [])
-    assert second.cursors == first.cursors
+    run_sync(connector, make_context({"secret_key": KEY}, cursors=first.cursors), second)
+    result = run_sync(connector, make_context({"secret_key": KEY}, cursors=second.cursors), third)
+    assert (result.outcome, result.records, third.deliveries) == (SyncOutcome.SUCCEEDED, 0, [])
+    assert third.cursors == second.cursors
 
 
 def test_a_revoked_key_is_auth_failed(
@@ -203,10 +224,7 @@ def test_a_crash_between_pages_resumes_without_loss_or_duplicates(
     stored = crashed.ids("customers") + resumed.ids("customers")
     assert sorted(stored) == [f"cus_{n:06d}" for n in range(1, 251)]
     assert account.requests_to("/v1/customers")[-3].query["starting_after"] == "cus_000151"
-    assert resumed.cursors["customers"] == {
-        "created_gte": 1_700_015_000,
-        "skip_ids": ["cus_000250"],
-    }
+    assert resumed.cursors["customers"] == AFTER_LISTING
 
 
 def test_a_resume_point_that_vanished_lists_the_stream_again(

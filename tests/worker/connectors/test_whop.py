@@ -199,7 +199,7 @@ def test_an_unreadable_stored_cursor_restarts_the_stream_with_a_warning(
     [
         ({"company_id": COMPANY}, "whop credentials: api_key is required"),
         ({"api_key": KEY}, "whop credentials: company_id is required"),
-        ({"api_key": "two words", "company_id": COMPANY}, "api_key must not contain spaces"),
+        ({"api_key": "two words", "company_id": COMPANY}, "api_key must be printable ASCII"),
         ({"api_key": KEY, "company_id": "acme"}, "company_id must start with biz_"),
         ({**CREDENTIALS, "webhook_secret": "ws_abc"}, "unexpected field 'webhook_secret'"),
     ],
