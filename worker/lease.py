@@ -30,11 +30,17 @@ from worker import redis_keys
 log = structlog.get_logger(__name__)
 
 
-# Take the key if it is free, or held by an earlier attempt of the same task (its token
-# starts with the owner prefix ARGV[3], never empty): that attempt is over, the retry is us.
+# Take the key if it is free, or held by an earlier attempt of the same task: its token is
+# "<owner><attempt>/<random>" with our owner prefix ARGV[3] (never empty) and an attempt
+# below ours, ARGV[4]. That attempt is over (its task is being retried): the retry is us.
 _ACQUIRE: Final = """
 local held = redis.call('get', KEYS[1])
-if (not held) or string.sub(held, 1, string.len(ARGV[3])) == ARGV[3] then
+local earlier = false
+if held and string.sub(held, 1, string.len(ARGV[3])) == ARGV[3] then
+  local attempt = tonumber(string.match(string.sub(held, string.len(ARGV[3]) + 1), '^(%d+)/'))
+  earlier = attempt ~= nil and attempt < tonumber(ARGV[4])
+end
+if (not held) or earlier then
   redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
@@ -58,8 +64,10 @@ return 0
 class LeaseStore(Protocol):
     """Where leases live: Redis in production, a dict in one process."""
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int, *, owner: str) -> bool:
-        """Take the lease if free or if its token starts with `owner` (never empty)."""
+    def acquire(
+        self, integration_id: str, token: str, ttl_ms: int, *, owner: str, attempt: int
+    ) -> bool:
+        """Take the lease if free, or held by `owner` (never empty) at an earlier attempt."""
 
     def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool: ...
     def release(self, integration_id: str, token: str) -> None: ...
@@ -74,9 +82,11 @@ class RedisLeaseStore:
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int, *, owner: str) -> bool:
+    def acquire(
+        self, integration_id: str, token: str, ttl_ms: int, *, owner: str, attempt: int
+    ) -> bool:
         key = redis_keys.lease(integration_id)
-        return bool(self._acquire(keys=[key], args=[token, ttl_ms, owner]))
+        return bool(self._acquire(keys=[key], args=[token, ttl_ms, owner, attempt]))
 
     def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool:
         return bool(self._renew(keys=[redis_keys.lease(integration_id)], args=[token, ttl_ms]))
@@ -93,10 +103,13 @@ class LocalLeaseStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int, *, owner: str) -> bool:
+    def acquire(
+        self, integration_id: str, token: str, ttl_ms: int, *, owner: str, attempt: int
+    ) -> bool:
         with self._lock:
             held = self._leases.get(integration_id)
-            if held and held[1] > self._monotonic() and not held[0].startswith(owner):
+            live = held is not None and held[1] > self._monotonic()
+            if held and live and not _earlier_attempt(held[0], owner, attempt):
                 return False
             self._leases[integration_id] = (token, self._monotonic() + ttl_ms / 1000)
             return True
@@ -113,6 +126,14 @@ class LocalLeaseStore:
         with self._lock:
             if self._leases.get(integration_id, ("",))[0] == token:
                 del self._leases[integration_id]
+
+
+def _earlier_attempt(token: str, owner: str, attempt: int) -> bool:
+    """Whether `token` was taken by `owner` at an attempt before `attempt` (as _ACQUIRE)."""
+    if not token.startswith(owner):
+        return False
+    held, _, _ = token.removeprefix(owner).partition("/")
+    return held.isdigit() and int(held) < attempt
 
 
 @dataclass
@@ -158,16 +179,22 @@ class Leases:
         """The lease's length on the app clock, as written to SyncRun rows."""
         return self._app_ttl
 
-    def acquire(self, integration_id: str, *, task_id: str | None = None) -> str | None:
+    def acquire(
+        self, integration_id: str, *, task_id: str | None = None, attempt: int = 0
+    ) -> str | None:
         """Take the integration's lease; its token, or None if someone else holds it.
 
-        The token starts with `task_id`: a retry of the same task takes over the lease an
-        earlier attempt could not give back (its Redis call failed, its thread was lost).
+        The token names the task and attempt: a retry of the same task (a later attempt)
+        takes over the lease an earlier attempt could not give back (its Redis call failed,
+        its connection was lost), while a duplicate delivery of one attempt never does.
         Raises RedisError when the store cannot be reached.
         """
         owner = f"{task_id}/" if task_id else f"{uuid.uuid4().hex}/"
-        token = f"{owner}{uuid.uuid4().hex}"
-        if not self._store.acquire(integration_id, token, self._ttl_ms, owner=owner):
+        token = f"{owner}{attempt}/{uuid.uuid4().hex}"
+        taken = self._store.acquire(
+            integration_id, token, self._ttl_ms, owner=owner, attempt=attempt
+        )
+        if not taken:
             return None
         with self._lock:
             self._held[integration_id] = _Held(token)

@@ -131,7 +131,7 @@ def sync_integration(
     """
     limit = services.time_limit
     deadline = services.limits.monotonic() + limit.total_seconds() if limit else None
-    token = services.leases.acquire(integration_id, task_id=task_id)
+    token = services.leases.acquire(integration_id, task_id=task_id, attempt=attempt)
     if token is None:
         return Skipped("lease held by another sync")
     try:
