@@ -224,11 +224,16 @@ class Workers:
                 process.wait()
                 print("a worker hung in warm shutdown: killed", file=sys.stderr)
 
-    def errors(self) -> list[str]:
-        lines = []
+    def tracebacks(self) -> list[str]:
+        """Each traceback the workers printed, as its last line (the error), worker by worker."""
+        found = []
         for log in sorted(self._logs.glob("worker-*.log")):
-            lines += [line for line in log.read_text().splitlines() if "Traceback" in line]
-        return lines
+            lines = log.read_text().splitlines()
+            for at, line in enumerate(lines):
+                if "Traceback" in line:
+                    tail = next((ln for ln in lines[at + 1 :] if not ln.startswith(" ")), "")
+                    found.append(f"{log.name}: {tail[:200]}")
+        return found
 
 
 def rss_mb(pid: int) -> float:
@@ -502,7 +507,9 @@ def run(database_url: str, redis_url: str, scale: Scale) -> dict[str, Any]:
             shutdown_s = time.monotonic() - shutdown_start
             figures = figures_of(bench, settle_published)
             table = outcomes_by_mode(bench, chaos_start, settle_published)
-            tracebacks = len(workers.errors())
+            tracebacks = workers.tracebacks()
+            for traceback in tracebacks:
+                print(f"worker traceback: {traceback}", file=sys.stderr)
         finally:
             workers.stop()
             runtime_of(app).close()
@@ -518,7 +525,7 @@ def run(database_url: str, redis_url: str, scale: Scale) -> dict[str, Any]:
         "chaos_s": round(chaos_s, 1),
         "settle_s": round(settle_s, 1),
         "warm_shutdown_s": round(shutdown_s, 1),
-        "worker_tracebacks": tracebacks,
+        "worker_tracebacks": len(tracebacks),
         **figures,
         "peak_rss_mb": round(peak, 1),
         "baseline_rss_mb": round(baseline_peak[0], 1),
