@@ -366,6 +366,11 @@ def test_a_lease_store_that_cannot_be_reached_is_an_outage_the_sync_task_retries
     down.close()
 
 
+# For what only PostgreSQL does (terminating backends, enforcing column lengths): the
+# `engine` fixture's PostgreSQL parameter alone.
+ONLY_POSTGRES = pytest.mark.parametrize("engine", ["postgres"], indirect=True)
+
+
 def server_drops_connections() -> None:
     """PostgreSQL terminates every other connection to the test database (a restart, a proxy)."""
     with psycopg.connect(postgres_url(), autocommit=True) as connection:
@@ -375,15 +380,13 @@ def server_drops_connections() -> None:
         )
 
 
+@ONLY_POSTGRES
 def test_a_database_connection_dropped_mid_sync_is_retried_by_the_same_task(
     services: SyncServices,
     make_stripe_integration: IntegrationFactory,
     sessions: Sessions,
-    request: pytest.FixtureRequest,
 ) -> None:
     # given: PostgreSQL drops every connection of the worker's pool after the run started
-    if request.node.callspec.params["engine"] != "postgres":
-        pytest.skip("terminating backends is PostgreSQL's")
     integration = make_stripe_integration(customers=25)
     dropping = interfered(services, during_sync=server_drops_connections)
 
@@ -403,14 +406,12 @@ def test_a_database_connection_dropped_mid_sync_is_retried_by_the_same_task(
     assert triggers.count("sync_succeeded") <= 1
 
 
+@ONLY_POSTGRES
 def test_a_database_connection_dropped_on_the_final_attempt_fails_the_run_classified(
     services: SyncServices,
     make_stripe_integration: IntegrationFactory,
     sessions: Sessions,
-    request: pytest.FixtureRequest,
 ) -> None:
-    if request.node.callspec.params["engine"] != "postgres":
-        pytest.skip("terminating backends is PostgreSQL's")
     integration = make_stripe_integration(customers=25)
     dropping = interfered(services, during_sync=server_drops_connections)
 
@@ -494,15 +495,14 @@ class OnePage:
         """Nothing to release."""
 
 
+@ONLY_POSTGRES
 def test_a_last_page_the_database_refuses_still_closes_the_run_failed(
     services: SyncServices,
     make_stripe_integration: IntegrationFactory,
     sessions: Sessions,
-    request: pytest.FixtureRequest,
 ) -> None:
-    # given: a page whose stream name PostgreSQL's column refuses, stored when the run closes
-    if request.node.callspec.params["engine"] != "postgres":
-        pytest.skip("SQLite does not enforce column lengths")
+    # given: a page whose stream name PostgreSQL's column refuses (SQLite enforces no
+    # lengths), stored when the run closes
     integration = make_stripe_integration(customers=0)
     page = Page("s" * 100, (("cus_1", {"name": "Acme"}),), {"created_gte": 1})
     broken = replace(services, connector_for=lambda _: OnePage(page))
