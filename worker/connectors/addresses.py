@@ -8,13 +8,13 @@ Two checks:
 - at create (`refuse_literal`, from `validate_credentials`): a host written as an
   address in any of those spellings, or a name that is local by definition
   (`localhost`, `*.localhost`), must be public;
-- at connect (`pin`, for every request of a session with a customer host): the host
-  is resolved, every address must be public, and the request is sent to one of those
-  checked addresses (the `Host` header and TLS SNI keep the name, so certificates are
-  verified as usual). Resolving once and connecting to what was checked leaves no
-  gap for a DNS answer that changes in between (rebinding). A request to any other
-  host than the session's (an absolute next-page link elsewhere) is refused; the
-  client never follows redirects (a 3xx is a `RequestRejected`).
+- at connect (`GuardedTransport`, the transport of connectors whose hosts customers
+  name): every new connection resolves its host, checks every address, and connects
+  to a checked one. The URL keeps the name, so TLS verifies the certificate for it and
+  pooled connections are kept per name; resolving once and connecting to what was
+  checked leaves no gap for a DNS answer that changes in between (rebinding). A session
+  on a customer host also refuses a request to any other host (an absolute next-page
+  link elsewhere); the client never follows redirects (a 3xx is a `RequestRejected`).
 
 `allow_loopback` (SYNCWORKER_ALLOW_LOOPBACK_HOSTS) lets loopback through, for the
 fakes on 127.0.0.1 in tests and the demo; nothing else non-public is ever allowed.
@@ -25,14 +25,16 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Callable
-from typing import Final, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
+import httpcore
 import httpx
 
-from worker.connectors.errors import BlockedHost, TransientError
+from worker.connectors.errors import BlockedHost
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+SocketOption = Any  # httpcore's socket option tuples
 # Host name -> the addresses it resolves to (text), for a port.
 Resolver = Callable[[str, int], list[str]]
 # What `socket.inet_aton` reads as an IPv4 address: decimal, octal, hex, short forms.
@@ -89,32 +91,59 @@ def refuse_literal(host: str, *, allow_loopback: bool) -> str | None:
     return None
 
 
-class Pinned(NamedTuple):
-    """A request's URL with its host replaced by a checked address, and what keeps the name."""
-
-    url: httpx.URL
-    headers: dict[str, str]
-    extensions: dict[str, str]
-
-
-def pin(
-    url: httpx.URL, base_host: str, endpoint: str, *, allow_loopback: bool, resolve: Resolver
-) -> Pinned:
-    """Resolve `url`'s host, check every address, and aim the request at a checked one."""
-    host = url.host
-    if host != base_host:
-        raise BlockedHost(f"{endpoint}: refused a request to another host than the store's")
-    port = url.port or (443 if url.scheme == "https" else 80)
+def checked_addresses(
+    host: str, port: int, *, allow_loopback: bool, resolve: Resolver
+) -> list[str]:
+    """The addresses `host` resolves to, all allowed; `BlockedHost` if any is not."""
     try:
         found = resolve(host, port)
     except OSError as exc:
-        raise TransientError(f"{endpoint}: the host did not resolve") from exc
+        raise httpcore.ConnectError("the host did not resolve") from exc
     addresses = [ipaddress.ip_address(text.partition("%")[0]) for text in found]
     if not addresses or not all(allowed(a, allow_loopback=allow_loopback) for a in addresses):
-        raise BlockedHost(f"{endpoint}: the host resolves to an address that is not public")
-    netloc = host if url.port is None else f"{host}:{url.port}"
-    return Pinned(
-        url.copy_with(host=str(addresses[0])),
-        {"Host": netloc},
-        {"sni_hostname": host},
-    )
+        raise BlockedHost("the host resolves to an address that is not public")
+    return [str(address) for address in addresses]
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """httpcore's sockets, opened only to checked addresses of the host asked for."""
+
+    def __init__(self, *, allow_loopback: bool, resolve: Resolver) -> None:
+        self.allow_loopback = allow_loopback
+        self.resolve = resolve
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.NetworkStream:
+        addresses = checked_addresses(
+            host, port, allow_loopback=self.allow_loopback, resolve=self.resolve
+        )
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:  # like socket.create_connection: the first that answers
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                failure = exc
+        assert failure is not None  # noqa: S101 - addresses is never empty here
+        raise failure
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport whose connections go through `GuardedBackend`."""
+
+    def __init__(self, limits: httpx.Limits, *, allow_loopback: bool, resolve: Resolver) -> None:
+        super().__init__(limits=limits)
+        # httpx offers no way to pass a network backend: the pool it built is replaced by
+        # the same pool over the guarded backend (httpcore's documented extension point).
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(allow_loopback=allow_loopback, resolve=resolve),
+        )

@@ -271,9 +271,9 @@ def sync_streams(
             failures.append(f"{stream}: {exc}")
             denied += isinstance(exc, PermissionDenied)
         except SyncLimitExceeded as exc:
-            return limited(tally, [*failures, f"{stream}: {exc}"])
-        finally:
             _warn_ignored_stamps(stream, check, tally)
+            return limited(tally, [*failures, f"{stream}: {exc}"])
+        _warn_ignored_stamps(stream, check, tally)
     if streams and len(failures) == len(streams):
         # A key allowed to read none of the streams is as good as a wrong one.
         outcome = SyncOutcome.AUTH_FAILED if denied == len(streams) else SyncOutcome.FAILED

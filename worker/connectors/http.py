@@ -52,10 +52,11 @@ import httpx
 import structlog
 
 from worker.backoff import Backoff
-from worker.connectors.addresses import Pinned, Resolver, pin, system_resolver
+from worker.connectors.addresses import GuardedTransport, Resolver, system_resolver
 from worker.connectors.bodies import ACCEPT_ENCODING, MIB, read_body
 from worker.connectors.errors import (
     AuthFailed,
+    BlockedHost,
     PermissionDenied,
     RequestRejected,
     RequestTimedOut,
@@ -72,8 +73,9 @@ log = structlog.get_logger(__name__)
 # gets many times that, and a body still arriving after it is being trickled.
 DEFAULT_REQUEST_DEADLINE_S: Final = 60.0
 # Decoded bytes one response may hold (SYNCWORKER_MAX_RESPONSE_MB): a page of 100-250
-# objects is well under 1 MiB, a day's report a few MiB.
-DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * MIB
+# objects is well under 1 MiB, a day's report a few MiB. A body is held twice at most while
+# it is joined, and a threads worker runs 64 syncs: 16 MiB keeps the worst case near 2 GiB.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * MIB
 
 
 @dataclass(frozen=True)
@@ -163,20 +165,31 @@ class ProviderClient:
         headers: Mapping[str, str] | None = None,
         rate_limit: RateLimitHook = rate_limit_wait,
         error_detail: ErrorDetail | None = None,
+        customer_hosts: bool = False,
     ) -> None:
-        """`base_url` "": each session names its host; `error_detail` None: no detail."""
-        self.options = options or HttpOptions()
+        """`base_url` "": each session names its host; `error_detail` None: no detail.
+
+        `customer_hosts`: the hosts are customers' (a Shopify shop, a WooCommerce store), so
+        every connection goes only to checked public addresses (`GuardedTransport`).
+        """
+        self.options = options = options or HttpOptions()
         self.rate_limit = rate_limit
         self._error_detail = error_detail
+        limits = httpx.Limits(
+            max_connections=options.max_connections,
+            max_keepalive_connections=options.max_connections,
+        )
+        transport = options.transport
+        if transport is None and customer_hosts:
+            transport = GuardedTransport(
+                limits, allow_loopback=options.allow_loopback, resolve=options.resolve
+            )
         self._http = httpx.Client(
             base_url=base_url,
             headers={"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})},
-            timeout=httpx.Timeout(self.options.timeout),
-            limits=httpx.Limits(
-                max_connections=self.options.max_connections,
-                max_keepalive_connections=self.options.max_connections,
-            ),
-            transport=self.options.transport,
+            timeout=httpx.Timeout(options.timeout),
+            limits=limits,
+            transport=transport,
             follow_redirects=False,
         )
 
@@ -192,7 +205,7 @@ class ProviderClient:
 
         `base_url`, when given, is that integration's own host (a Shopify shop, a
         WooCommerce store), used instead of the client's. `customer_host`: the customer
-        named that host, so every request is checked and pinned (`worker.connectors.addresses`).
+        named that host, so a request to any other host is refused.
         """
         return ProviderSession(self, auth, dict(headers or {}), base_url, customer_host)
 
@@ -209,12 +222,13 @@ class ProviderClient:
     ) -> httpx.Response:
         """Send one call, retrying transient failures; a 2xx response or an exception.
 
-        `customer_host`: `base_url` is a customer's, so the request is checked and pinned.
+        `customer_host`: `base_url` is a customer's, so a request to another host is refused.
         """
         endpoint = f"{method} {path.partition('?')[0]}"
         url = join_url(base_url, path) if base_url else path
         budget = current_budget()
-        pinned: Pinned | None = None
+        if customer_host and base_url:
+            _same_host(url, base_url, endpoint)
         attempt = 0
         while True:
             attempt += 1
@@ -225,16 +239,13 @@ class ProviderClient:
             )
             if budget is not None and attempt == 1:
                 budget.spend(method, endpoint, str(request.url))
-            if customer_host and base_url:
-                pinned = pinned or self._pin(request, base_url, endpoint)
-                request.url = pinned.url
-                request.headers.update(pinned.headers)
-                request.extensions.update(pinned.extensions)
             self._pace(endpoint)
             try:
                 response = self._send(request, auth, endpoint, seconds)
             except httpx.TransportError as exc:  # connection refused/reset, every timeout
                 failure = _Failure(type(exc).__name__, None, exc)
+            except BlockedHost as exc:  # from GuardedTransport, before any connection
+                raise BlockedHost(f"{endpoint}: {exc}") from exc
             except RequestTimedOut as exc:
                 failure = _Failure(f"not complete within {seconds:g} s", None, exc)
             else:
@@ -243,16 +254,6 @@ class ProviderClient:
                     return response
                 failure = found
             self._wait_or_give_up(endpoint, failure, attempt)
-
-    def _pin(self, request: httpx.Request, base_url: str, endpoint: str) -> Pinned:
-        options = self.options
-        return pin(
-            request.url,
-            httpx.URL(base_url).host,
-            endpoint,
-            allow_loopback=options.allow_loopback,
-            resolve=options.resolve,
-        )
 
     def _seconds_for(self, endpoint: str, budget: SyncBudget | None) -> float:
         """This attempt's total seconds: the request deadline, clipped to the sync's."""
@@ -363,7 +364,7 @@ class ProviderSession:
     _auth: httpx.Auth | None = field(repr=False)
     _headers: dict[str, str] = field(repr=False)
     _base_url: str | None = None  # None: the client's
-    _customer_host: bool = False  # `_base_url` is the customer's: check and pin its addresses
+    _customer_host: bool = False  # `_base_url` is the customer's: no request goes elsewhere
     _pause: float = 0.0
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -415,3 +416,9 @@ def join_url(base_url: str, path: str) -> str:
     if httpx.URL(path).is_absolute_url:
         return path
     return f"{base_url.rstrip('/')}/{path.lstrip('/')}"
+
+
+def _same_host(url: str, base_url: str, endpoint: str) -> None:
+    """Refuse a request on a customer's session to any other host than the customer's."""
+    if httpx.URL(url).host != httpx.URL(base_url).host:
+        raise BlockedHost(f"{endpoint}: refused a request to another host than the customer's")

@@ -97,7 +97,10 @@ class ShopifyConnector(HttpConnector):
     max_page_size: ClassVar[int] = MAX_PAGE_SIZE
 
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
-        return ProviderClient(base_url, options=options, rate_limit=call_limit_wait)
+        # No base URL: each shop is the customer's own host, reached only at public addresses.
+        return ProviderClient(
+            base_url, options=options, rate_limit=call_limit_wait, customer_hosts=not base_url
+        )
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
         """`shop_domain` (`<name>.myshopify.com`) and `access_token` (`shpat_...`)."""

@@ -111,37 +111,21 @@ class StripeConnector(HttpConnector):
         def sync_stream(stream: str, tally: SyncTally) -> None:
             stored = ctx.cursors.get(stream) or {}
             events = _events_cursor(stream, stored, now_s, tally)
-            size = self.page_size
+            walk = (api, stream, self.page_size, sink, tally)
             if events is not None:
-                EventSync(
-                    api=api,
-                    stream=stream,
-                    page_size=size,
-                    sink=sink,
-                    tally=tally,
-                    cursor=events,
-                    now_s=now_s,
-                ).run()
+                EventSync(*walk, events, now_s).run()
             else:
                 listing = _listing(stored) if EVENTS not in stored else {}
                 cursor = WalkCursor.restore(CURSOR, listing, stream, tally)
                 began = listing.get(LISTED_FROM)
-                _StreamSync(
-                    api=api,
-                    stream=stream,
-                    page_size=size,
-                    sink=sink,
-                    tally=tally,
-                    cursor=cursor,
-                    listed_from=began if isinstance(began, int) else now_s,
-                ).run()
+                _StreamSync(*walk, cursor, began if isinstance(began, int) else now_s).run()
             log.debug("sync.stream_done", integration_id=ctx.integration_id, stream=stream)
 
         streams = select_streams(ctx.filters, STREAMS, provider=self.provider)
         return sync_streams(streams, sync_stream)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class _StreamSync(StripeWalk):
     """Lists one stream in full, newest first, then hands it over to its events."""
 

@@ -102,7 +102,7 @@ class EventsCursor:
         return {**self.walk.dump(), CHECKED: self.checked}
 
 
-@dataclass(kw_only=True)
+@dataclass
 class StripeWalk(ABC):
     """Pages through one of Stripe's newest-first lists, storing each page with its cursor."""
 
@@ -111,7 +111,7 @@ class StripeWalk(ABC):
     page_size: int
     sink: PageSink
     tally: SyncTally
-    unreadable: int = 0
+    unreadable: int = field(default=0, init=False)
 
     unreadable_kind: ClassVar[str]  # what an unreadable item is, for the warning
 
@@ -151,13 +151,13 @@ class StripeWalk(ABC):
         """The cursor stored with the last page."""
 
 
-@dataclass(kw_only=True)
+@dataclass
 class EventSync(StripeWalk):
     """Walks one stream's events since its cursor, storing each page's newest object states."""
 
     cursor: EventsCursor
     now_s: int  # when this walk began: `checked` once it completes
-    stored: set[str] = field(default_factory=set)  # object ids stored by this walk
+    stored: set[str] = field(default_factory=set, init=False)  # object ids this walk stored
 
     unreadable_kind: ClassVar[str] = "unreadable events"
 

@@ -82,7 +82,11 @@ class WooCommerceConnector(HttpConnector):
 
     def make_client(self, base_url: str, options: HttpOptions) -> ProviderClient:
         # WooCommerce's error `code` (`woocommerce_rest_...`); never its message.
-        return ProviderClient(base_url, options=options, error_detail=error_fields(("code",)))
+        detail = error_fields(("code",))
+        # No base URL: each store is the customer's own host, reached only at public addresses.
+        return ProviderClient(
+            base_url, options=options, error_detail=detail, customer_hosts=not base_url
+        )
 
     def validate_credentials(self, raw: Mapping[str, Any]) -> dict[str, str]:
         """`store_url` (https://...), `consumer_key` (ck_...) and `consumer_secret` (cs_...)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -67,56 +67,66 @@ def test_loopback_is_accepted_only_when_allowed() -> None:
 
 
 @pytest.mark.parametrize("resolved", [["10.0.0.7"], ["93.184.216.34", "169.254.169.254"]])
-def test_a_store_resolving_to_a_private_address_fails_the_sync_unsent(
+def test_a_store_resolving_to_a_private_address_fails_the_sync_unconnected(
     make_context: Callable[..., SyncContext], resolved: list[str]
 ) -> None:
     # given a public-looking name whose DNS answers (any of) a private address
-    sent: list[httpx.Request] = []
+    asked: list[tuple[str, int]] = []
 
-    def provider(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(200, json=[])
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return resolved
 
-    connector = _woo(transport=httpx.MockTransport(provider), resolve=lambda *_: resolved)
     ctx = make_context({"store_url": "https://store.example", **KEYS})
-    with connector:
+    with _woo(resolve=resolve) as connector:
         result = run_sync(connector, ctx, RecordingSink())
 
+    # then the sync fails naming why, and no connection was attempted
     assert result.outcome is SyncOutcome.FAILED
-    assert "resolves to an address that is not public" in (result.error or "")
-    assert sent == []
-
-
-def test_a_request_goes_to_the_checked_address_keeping_the_name_for_host_and_tls() -> None:
-    sent: list[httpx.Request] = []
-
-    def provider(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(200, json={})
-
-    options = HttpOptions(
-        transport=httpx.MockTransport(provider), resolve=lambda *_: ["93.184.216.34"]
+    assert result.error is not None
+    assert "GET /wp-json/wc/v3/orders: the host resolves to an address that is not public" in (
+        result.error
     )
-    with ProviderClient(options=options) as client:
-        session = client.authorized(base_url="https://store.example:8443", customer_host=True)
-        session.get_json("/wp-json/wc/v3/orders", {"page": 2})
-
-    (request,) = sent
-    assert request.url.host == "93.184.216.34" and request.url.port == 8443
-    assert request.url.params["page"] == "2"
-    assert request.headers["Host"] == "store.example:8443"
-    assert request.extensions["sni_hostname"] == "store.example"
+    assert asked[0] == ("store.example", 443)
 
 
-def test_a_link_to_another_host_is_refused() -> None:
-    options = HttpOptions(
-        transport=httpx.MockTransport(lambda _: httpx.Response(200, json={})),
-        resolve=lambda *_: ["93.184.216.34"],
-    )
-    with ProviderClient(options=options) as client:
-        session = client.authorized(base_url="https://store.example", customer_host=True)
-        with pytest.raises(BlockedHost, match="another host"):
-            session.get_json("http://169.254.169.254/latest/meta-data")
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    with FakeServer() as server:
+        server.route(
+            "GET", "/ping", lambda request: Response.json({"host": request.headers["host"]})
+        )
+        yield server
+
+
+def _customer_client(fake: FakeServer, **options: object) -> tuple[ProviderClient, str]:
+    """A client for customer hosts, and a base URL naming the fake as `shop.test`."""
+    port = fake.url.rpartition(":")[2]
+    http = HttpOptions(resolve=lambda *_: ["127.0.0.1"], **options)  # type: ignore[arg-type]
+    return ProviderClient(options=http, customer_hosts=True), f"http://shop.test:{port}"
+
+
+def test_a_connection_goes_to_the_checked_address_keeping_the_name(fake: FakeServer) -> None:
+    # given a name resolving to loopback, allowed for the fakes
+    client, base_url = _customer_client(fake, allow_loopback=True)
+    with client:
+        session = client.authorized(base_url=base_url, customer_host=True)
+        # then the request reaches that address under its own name
+        assert session.get_json("/ping") == {"host": base_url.removeprefix("http://")}
+
+
+def test_loopback_is_refused_at_connect_unless_allowed(fake: FakeServer) -> None:
+    client, base_url = _customer_client(fake)
+    with client, pytest.raises(BlockedHost, match="GET /ping: the host resolves to an address"):
+        client.authorized(base_url=base_url, customer_host=True).get_json("/ping")
+    assert fake.requests == []
+
+
+def test_a_link_to_another_host_is_refused(fake: FakeServer) -> None:
+    client, base_url = _customer_client(fake, allow_loopback=True)
+    with client, pytest.raises(BlockedHost, match="another host"):
+        session = client.authorized(base_url=base_url, customer_host=True)
+        session.get_json("http://169.254.169.254/latest/meta-data")
 
 
 def test_a_redirect_is_never_followed() -> None:
@@ -126,26 +136,12 @@ def test_a_redirect_is_never_followed() -> None:
         sent.append(request)
         return httpx.Response(302, headers={"Location": "http://169.254.169.254/"})
 
-    options = HttpOptions(
-        transport=httpx.MockTransport(redirect), resolve=lambda *_: ["93.184.216.34"]
-    )
+    options = HttpOptions(transport=httpx.MockTransport(redirect))
     with ProviderClient(options=options) as client:
         session = client.authorized(base_url="https://store.example", customer_host=True)
         with pytest.raises(RequestRejected, match="302"):
             session.get_json("/wp-json/wc/v3/orders")
     assert len(sent) == 1
-
-
-def test_a_pinned_request_reaches_a_loopback_fake_when_loopback_is_allowed() -> None:
-    with FakeServer() as fake:
-        fake.route("GET", "/ping", lambda request: Response.json({"host": request.headers["host"]}))
-        with ProviderClient(options=HttpOptions(allow_loopback=True)) as client:
-            session = client.authorized(base_url=fake.url, customer_host=True)
-            assert session.get_json("/ping") == {"host": fake.url.removeprefix("http://")}
-        with ProviderClient() as client:
-            session = client.authorized(base_url=fake.url, customer_host=True)
-            with pytest.raises(BlockedHost):
-                session.get_json("/ping")
 
 
 def test_the_loopback_setting_reaches_the_connectors_options() -> None:

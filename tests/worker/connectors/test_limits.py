@@ -156,15 +156,25 @@ class Trickle(httpx.SyncByteStream):
             yield b" "
 
 
+class Trickler:
+    """A provider answering every request with a new `Trickle`, which it keeps."""
+
+    def __init__(self) -> None:
+        self.clock = ManualMonotonic()
+        self.streams: list[Trickle] = []
+
+    def __call__(self, _: httpx.Request) -> httpx.Response:
+        self.streams.append(Trickle(self.clock))
+        return httpx.Response(200, stream=self.streams[-1])
+
+    def sent(self) -> list[int]:
+        return [stream.sent for stream in self.streams]
+
+
 def test_a_trickling_body_ends_at_the_request_total_deadline() -> None:
     # given a body arriving one byte every 5 s, each read well within the read timeout
-    clock = ManualMonotonic()
-    streams: list[Trickle] = []
-
-    def trickle(_: httpx.Request) -> httpx.Response:
-        streams.append(Trickle(clock))
-        return httpx.Response(200, stream=streams[-1])
-
+    trickle = Trickler()
+    clock = trickle.clock
     options = HttpOptions(
         transport=httpx.MockTransport(trickle),
         retry=RetryPolicy(attempts=2),
@@ -180,17 +190,12 @@ def test_a_trickling_body_ends_at_the_request_total_deadline() -> None:
 
     # then each attempt stops at the 60 s total deadline, and the give-up is transient
     assert isinstance(raised.value.__cause__, RequestTimedOut)
-    assert [stream.sent for stream in streams] == [13, 13]
+    assert trickle.sent() == [13, 13]
 
 
 def test_a_request_deadline_is_clipped_to_what_is_left_of_the_sync() -> None:
-    clock = ManualMonotonic()
-    streams: list[Trickle] = []
-
-    def trickle(_: httpx.Request) -> httpx.Response:
-        streams.append(Trickle(clock))
-        return httpx.Response(200, stream=streams[-1])
-
+    trickle = Trickler()
+    clock = trickle.clock
     options = HttpOptions(
         transport=httpx.MockTransport(trickle), monotonic=clock, sleep=lambda _: None
     )
@@ -201,7 +206,7 @@ def test_a_request_deadline_is_clipped_to_what_is_left_of_the_sync() -> None:
     ):
         client.authorized().get_json("/v1/customers")
 
-    assert [stream.sent for stream in streams] == [5]
+    assert trickle.sent() == [5]
 
 
 def _fetch(handler: Callable[[httpx.Request], httpx.Response], **options: Any) -> Any:
