@@ -150,16 +150,7 @@ def _storable(external_id: Any, data: Mapping[str, Any], problems: _Problems) ->
     if refused is not None:
         problems.add(f"skipped: id {refused}")
         return None
-    if _clean_json(data):
-        return dict(data)
-    try:
-        cleaned, fixes = sanitized(data)
-    except Unstorable as exc:
-        problems.add(f"skipped: data {exc}")
-        return None
-    for fix in fixes:
-        problems.add(f"cleaned: {fix}")
-    return cleaned
+    return _cleaned(data, problems, refused="skipped: data", fixed="cleaned")
 
 
 def _refused_id(external_id: Any) -> str | None:
@@ -181,15 +172,22 @@ def _storable_cursor(cursor: Mapping[str, Any] | None, problems: _Problems) -> A
     """The cursor to store, cleaned like data: a cleaned id in it at worst fetches a record
     again (upserted, so not twice), while a cursor left behind would stall the stream.
     """
-    if cursor is None or _clean_json(cursor):
-        return None if cursor is None else dict(cursor)
+    if cursor is None:
+        return None
+    return _cleaned(cursor, problems, refused="cursor not advanced: it", fixed="cleaned cursor")
+
+
+def _cleaned(value: Mapping[str, Any], problems: _Problems, *, refused: str, fixed: str) -> Any:
+    """`value` as every backend stores it, or None (noted in `problems`) if it cannot be."""
+    if _clean_json(value):
+        return dict(value)
     try:
-        cleaned, fixes = sanitized(cursor)
+        cleaned, fixes = sanitized(value)
     except Unstorable as exc:
-        problems.add(f"cursor not advanced: it {exc}")
+        problems.add(f"{refused} {exc}")
         return None
     for fix in fixes:
-        problems.add(f"cleaned cursor: {fix}")
+        problems.add(f"{fixed}: {fix}")
     return cleaned
 
 
