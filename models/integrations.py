@@ -138,10 +138,16 @@ def set_credentials(
     now: datetime,
     actor: str = SYSTEM_ACTOR,
 ) -> Change:
-    """Replace the credentials; an auth-failing or invalid integration becomes active again."""
+    """Replace the credentials; an auth-failing or invalid integration becomes active again.
+
+    A sync in flight still uses the old credentials: its result is stale, and moving the
+    epoch makes finish_run record it without applying it (an old key's 401 arriving now
+    must not undo the new credentials).
+    """
     integration = lock_integration(session, integration_id)
     change = _fire(session, integration, Trigger.UPDATE_CREDENTIALS, now=now, actor=actor)
     integration.credentials_encrypted = sealed
+    integration.pause_epoch += 1
     return change
 
 

@@ -154,8 +154,9 @@ class Integration(Base):
     last_api_request_at: Mapped[datetime | None]
     # The dev-inactivity window restarts when a user reactivates the integration.
     reactivated_at: Mapped[datetime | None]
-    # Counts the times syncing was paused; a run remembers it, so a result from before a
-    # pause is known to be late even after the integration was resumed.
+    # Counts the decisions that make a sync in flight stale: syncing paused, credentials
+    # replaced. A run remembers it, so a result from before one is known to be late (recorded,
+    # never applied) even after the integration was resumed or its status moved on.
     pause_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status_changed_at: Mapped[datetime]
     auth_failing_since: Mapped[datetime | None]

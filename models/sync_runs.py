@@ -9,7 +9,8 @@ was abandoned by a dead worker and is reaped, making the integration due again.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,13 +21,16 @@ from models.changes import Change, apply_trigger
 from models.db import as_uuid, lock_integration, table_of
 from models.errors import IntegrationNotFound
 from models.incidents import covers, failure_kind
-from models.records import PageWrite, store_page
+from models.records import PageWrite, Warn, store_page
 from models.schema import Integration, SyncCursor, SyncRun
 from models.status import OUTCOME_TRIGGERS, SYNCING_STATUSES, Status, SyncOutcome
 from models.time_rules import apply_time_rules
 
 # Outcomes that count as a successful sync, for lateness.
 SUCCESSES = frozenset({SyncOutcome.SUCCEEDED, SyncOutcome.SUCCEEDED_WITH_WARNINGS})
+# Error written on an attempt's run its retry found still open (the attempt lost its
+# database connection before it could close the run).
+INTERRUPTED_ERROR = "interrupted: the attempt ended without closing its run"
 # Error written on a run the reaper finds abandoned.
 REAPED_ERROR = "abandoned: the worker stopped renewing its lease (crashed or was killed)"
 
@@ -42,6 +46,15 @@ class SyncResult:
     records: int = 0
     warnings: tuple[str, ...] = ()
     error: str | None = None
+
+    def with_warnings(self, extra: Sequence[str]) -> SyncResult:
+        """This result with `extra` warnings; a success becomes a success with warnings."""
+        if not extra:
+            return self
+        outcome = self.outcome
+        if outcome is SyncOutcome.SUCCEEDED:
+            outcome = SyncOutcome.SUCCEEDED_WITH_WARNINGS
+        return replace(self, outcome=outcome, warnings=(*self.warnings, *extra))
 
 
 @dataclass(frozen=True)
@@ -88,16 +101,30 @@ _LOCK_FOR_START = (
 # Runs that forbid a new one, in one query: this delivery's own (it already ran; a NULL
 # task id matches nothing) and any run of the integration whose lease is still live. It
 # runs after the lock is taken, as a statement of its own, so it sees every run committed
-# by a start_run that held the lock before us.
-_THIS_DELIVERY = (SyncRun.task_id == bindparam("task_id")) & (
-    SyncRun.attempt == bindparam("attempt")
-)
-_BLOCKING_RUNS = select(SyncRun.id, _THIS_DELIVERY.label("this_delivery")).where(
+# by a start_run that held the lock before us. A live run of an earlier attempt of the same
+# task is not another sync but this one's past: an attempt that lost its database
+# connection before it could close its run. The retry takes it over (`_TAKE_OVER`).
+_SAME_TASK = SyncRun.task_id == bindparam("task_id")
+_THIS_DELIVERY = _SAME_TASK & (SyncRun.attempt == bindparam("attempt"))
+_BLOCKING_RUNS = select(
+    SyncRun.id,
+    _THIS_DELIVERY.label("this_delivery"),
+    (_SAME_TASK & (SyncRun.attempt < bindparam("attempt"))).label("earlier_attempt"),
+).where(
     _THIS_DELIVERY
     | (
         (SyncRun.integration_id == bindparam("integration_id"))
         & SyncRun.finished_at.is_(None)
         & (SyncRun.lease_expires_at > bindparam("now"))
+    )
+)
+_TAKE_OVER = (
+    update(table_of(SyncRun))
+    .where(table_of(SyncRun).c.id.in_(bindparam("run_ids", expanding=True)))
+    .values(
+        finished_at=bindparam("now"),
+        lease_expires_at=None,
+        error=bindparam("error"),
     )
 )
 # A Core insert: the new run is not read back, so the ORM's unit of work has nothing to do.
@@ -119,7 +146,9 @@ def start_run(
     """Open a SyncRun for a syncing integration, unless another run holds its lease.
 
     A task delivery that already has a run (the broker redelivered it after a worker died,
-    or published it twice) is skipped: each (task_id, attempt) syncs at most once.
+    or published it twice) is skipped: each (task_id, attempt) syncs at most once. A retry
+    (a later attempt of the same task) takes over an earlier attempt's run left open: it
+    is closed without an outcome, and the retry's run starts.
     """
     try:
         key = as_uuid(integration_id)
@@ -135,8 +164,14 @@ def start_run(
     ).all()
     if any(run.this_delivery for run in blocking):
         return Skipped(f"delivery {task_id}#{attempt} already ran")
+    others = [run for run in blocking if not run.earlier_attempt]
+    if others:
+        return Skipped(f"lease held by run {others[0].id}")
     if blocking:
-        return Skipped(f"lease held by run {blocking[0].id}")
+        error = f"{INTERRUPTED_ERROR}; attempt {attempt} of the same task took over"
+        session.execute(
+            _TAKE_OVER, {"run_ids": [run.id for run in blocking], "now": now, "error": error}
+        )
     run_id = uuid.uuid4()
     first_sync = integration.first_sync_finished_at is None
     session.execute(
@@ -173,13 +208,16 @@ def finish_run(
     *,
     now: datetime,
     last_page: PageWrite | None = None,
+    warn: Warn | None = None,
 ) -> Change | None:
     """Close a run and apply its outcome to the lifecycle, all in the caller's transaction.
 
     `last_page`, the run's newest page not yet stored, is stored in the same transaction
-    (a one-page sync then costs one transaction less). Idempotent: a run already finished
+    (a one-page sync then costs one transaction less); what storing it cleaned or skipped
+    is added to the result's warnings and told to `warn`. Idempotent: a run already finished
     (a redelivered task) changes nothing. A result for an integration that left the
-    syncing statuses is recorded but never moves it.
+    syncing statuses, or whose credentials were replaced since the run started, is recorded
+    but never moves it.
     """
     key = as_uuid(run_id)
     integration = session.scalars(_LOCK_RUN_INTEGRATION, {"run_id": key}).unique().one_or_none()
@@ -189,6 +227,7 @@ def finish_run(
     if run is None:
         return None
     stored = 0
+    problems: list[str] = []
     if last_page is not None:  # the page was fetched: keep it, whatever became of the run
         stored = store_page(
             session,
@@ -198,7 +237,12 @@ def finish_run(
             records=last_page.records,
             cursor=last_page.cursor,
             now=now,
+            warn=problems.append,
         )
+        result = result.with_warnings(problems)
+        if warn is not None:
+            for problem in problems:
+                warn(problem)
     if run.finished_at is not None:  # a redelivery, or a concurrent one got here first
         return None
     records = run.records_received + stored
@@ -206,10 +250,10 @@ def finish_run(
         integration.data_last_received_at = now
     if result.outcome in SUCCESSES:
         integration.last_success_at = now
-    # A result that arrives while the integration is paused, or was paused while the run
-    # worked (it belongs to the old credentials or decision), is recorded, never applied;
-    # so is a failure a provider incident explains (SPEC §11: never toward QA or the auth
-    # clock).
+    # A result that arrives while the integration is paused, or was paused or given new
+    # credentials while the run worked (the epoch moved: it belongs to the old credentials or
+    # decision), is recorded, never applied; so is a failure a provider incident explains
+    # (SPEC §11: never toward QA or the auth clock).
     kind = failure_kind(result.outcome, result.error)
     applied = (
         integration.status_enum in SYNCING_STATUSES

@@ -11,6 +11,7 @@ embedded default: one process) an in-process table stands in for the key.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,22 @@ from worker import redis_keys
 log = structlog.get_logger(__name__)
 
 
+# Take the key if it is free, or held by an earlier attempt of the same task: its token is
+# "<owner><attempt>/<random>" with our owner prefix ARGV[3] (never empty) and an attempt
+# below ours, ARGV[4]. That attempt is over (its task is being retried): the retry is us.
+_ACQUIRE: Final = """
+local held = redis.call('get', KEYS[1])
+local earlier = false
+if held and string.sub(held, 1, string.len(ARGV[3])) == ARGV[3] then
+  local attempt = tonumber(string.match(string.sub(held, string.len(ARGV[3]) + 1), '^(%d+)/'))
+  earlier = attempt ~= nil and attempt < tonumber(ARGV[4])
+end
+if (not held) or earlier then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
 # Extend only if we still own the key; delete only if we still own it.
 _RENEW: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -47,7 +64,11 @@ return 0
 class LeaseStore(Protocol):
     """Where leases live: Redis in production, a dict in one process."""
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool: ...
+    def acquire(
+        self, integration_id: str, token: str, ttl_ms: int, *, owner: str, attempt: int
+    ) -> bool:
+        """Take the lease if free, or held by `owner` (never empty) at an earlier attempt."""
+
     def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool: ...
     def release(self, integration_id: str, token: str) -> None: ...
 
@@ -57,11 +78,15 @@ class RedisLeaseStore:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool:
-        return bool(self._redis.set(redis_keys.lease(integration_id), token, nx=True, px=ttl_ms))
+    def acquire(
+        self, integration_id: str, token: str, ttl_ms: int, *, owner: str, attempt: int
+    ) -> bool:
+        key = redis_keys.lease(integration_id)
+        return bool(self._acquire(keys=[key], args=[token, ttl_ms, owner, attempt]))
 
     def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool:
         return bool(self._renew(keys=[redis_keys.lease(integration_id)], args=[token, ttl_ms]))
@@ -78,10 +103,13 @@ class LocalLeaseStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool:
+    def acquire(
+        self, integration_id: str, token: str, ttl_ms: int, *, owner: str, attempt: int
+    ) -> bool:
         with self._lock:
             held = self._leases.get(integration_id)
-            if held and held[1] > self._monotonic():
+            live = held is not None and held[1] > self._monotonic()
+            if held and live and not _earlier_attempt(held[0], owner, attempt):
                 return False
             self._leases[integration_id] = (token, self._monotonic() + ttl_ms / 1000)
             return True
@@ -100,10 +128,24 @@ class LocalLeaseStore:
                 del self._leases[integration_id]
 
 
+def _earlier_attempt(token: str, owner: str, attempt: int) -> bool:
+    """Whether `token` was taken by `owner` at an attempt before `attempt` (as _ACQUIRE)."""
+    if not token.startswith(owner):
+        return False
+    held, _, _ = token.removeprefix(owner).partition("/")
+    return held.isdigit() and int(held) < attempt
+
+
 @dataclass
 class _Held:
     token: str
     run_id: uuid.UUID | None = None
+    deadline: float | None = None  # monotonic; past it the lease is no longer renewed
+    overdue: bool = False  # seen past its deadline (on_overdue was called once)
+
+
+# Told the run id of a sync found past its deadline, once, from the renewal thread.
+OnOverdue = Callable[[uuid.UUID], object]
 
 
 class Leases:
@@ -117,8 +159,12 @@ class Leases:
         ttl: timedelta,
         app_ttl: timedelta,
         now: Callable[[], datetime],
+        on_overdue: OnOverdue | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._on_overdue = on_overdue
+        self._monotonic = monotonic
         self._sessions = sessions
         self._ttl_ms = int(ttl.total_seconds() * 1000)
         self._app_ttl = app_ttl
@@ -133,35 +179,62 @@ class Leases:
         """The lease's length on the app clock, as written to SyncRun rows."""
         return self._app_ttl
 
-    def acquire(self, integration_id: str) -> str | None:
-        """Take the integration's lease; its token, or None if someone else holds it."""
-        token = uuid.uuid4().hex
-        if not self._store.acquire(integration_id, token, self._ttl_ms):
+    def acquire(
+        self, integration_id: str, *, task_id: str | None = None, attempt: int = 0
+    ) -> str | None:
+        """Take the integration's lease; its token, or None if someone else holds it.
+
+        The token names the task and attempt: a retry of the same task (a later attempt)
+        takes over the lease an earlier attempt could not give back (its Redis call failed,
+        its connection was lost), while a duplicate delivery of one attempt never does.
+        Raises RedisError when the store cannot be reached.
+        """
+        owner = f"{task_id}/" if task_id else f"{uuid.uuid4().hex}/"
+        token = f"{owner}{attempt}/{uuid.uuid4().hex}"
+        taken = self._store.acquire(
+            integration_id, token, self._ttl_ms, owner=owner, attempt=attempt
+        )
+        if not taken:
             return None
         with self._lock:
             self._held[integration_id] = _Held(token)
         self._ensure_renewer()
         return token
 
-    def attach_run(self, integration_id: str, run_id: uuid.UUID) -> None:
-        """Renew this run's row along with the lease from now on."""
+    def attach_run(
+        self, integration_id: str, run_id: uuid.UUID, *, deadline: float | None = None
+    ) -> None:
+        """Renew this run's row along with the lease from now on, until `deadline`.
+
+        Past its deadline (on the `monotonic` clock) a sync's lease is renewed no more, and
+        `on_overdue` hears its run id: a sync stuck where it cannot notice its deadline
+        (the threads pool enforces no time limit) is closed all the same, and its lease
+        lapses instead of being kept alive forever.
+        """
         with self._lock:
             held = self._held.get(integration_id)
             if held is not None:
                 held.run_id = run_id
+                held.deadline = deadline
 
     def release(self, integration_id: str, token: str) -> None:
         with self._lock:
-            self._held.pop(integration_id, None)
+            if self._holds_locked(integration_id, token):
+                del self._held[integration_id]
         try:
             self._store.release(integration_id, token)
         except RedisError as exc:  # the key expires on its own; nothing is lost
             log.warning("lease.release_failed", integration_id=integration_id, error=str(exc))
 
     def renew_all(self) -> int:
-        """Extend every lease this process holds, in the store and on the SyncRun rows."""
+        """Extend every lease this process holds, in the store and on the SyncRun rows.
+
+        Leases past their deadline are left to lapse, and their runs reported overdue.
+        """
+        for run_id in self._newly_overdue():
+            self._report_overdue(run_id)
         with self._lock:
-            held = {key: _Held(h.token, h.run_id) for key, h in self._held.items()}
+            held = {key: _Held(h.token, h.run_id) for key, h in self._held.items() if not h.overdue}
         for integration_id, lease in held.items():
             renewed = self._store.renew(integration_id, lease.token, self._ttl_ms)
             # A sync that finished since the copy above released its lease: not a loss.
@@ -178,10 +251,34 @@ class Leases:
                 )
         return len(held)
 
+    def _newly_overdue(self) -> list[uuid.UUID]:
+        """Mark the leases that just passed their deadline; their run ids."""
+        now = self._monotonic()
+        found = []
+        with self._lock:
+            for held in self._held.values():
+                if held.deadline is not None and now >= held.deadline and not held.overdue:
+                    held.overdue = True
+                    if held.run_id is not None:
+                        found.append(held.run_id)
+        return found
+
+    def _report_overdue(self, run_id: uuid.UUID) -> None:
+        log.error("lease.overdue", run_id=str(run_id))
+        if self._on_overdue is None:
+            return
+        try:
+            self._on_overdue(run_id)
+        except Exception as exc:  # noqa: BLE001 - renewing the other leases comes first
+            log.error("lease.overdue_failed", run_id=str(run_id), error=type(exc).__name__)
+
     def _holds(self, integration_id: str, token: str) -> bool:
         with self._lock:
-            held = self._held.get(integration_id)
-            return held is not None and held.token == token
+            return self._holds_locked(integration_id, token)
+
+    def _holds_locked(self, integration_id: str, token: str) -> bool:
+        held = self._held.get(integration_id)
+        return held is not None and held.token == token
 
     def close(self) -> None:
         self._stop.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from typing import Any, Final, cast
 
@@ -28,7 +29,7 @@ from worker.connectors.registry import connector_for
 from worker.lease import Leases, LeaseStore, LocalLeaseStore, RedisLeaseStore
 from worker.publish import CeleryPublisher
 from worker.settings import THREADS_CONCURRENCY, Settings
-from worker.sync import SyncServices
+from worker.sync import SyncServices, end_overdue_run
 
 RUNTIME_ATTRIBUTE: Final = "syncworker_runtime"
 SETTINGS_ATTRIBUTE: Final = "syncworker_settings"
@@ -96,6 +97,7 @@ class Runtime:
             ttl=self.settings.lease_ttl_real,
             app_ttl=self.settings.lease_ttl,
             now=self.clock.now,
+            on_overdue=lambda run_id: end_overdue_run(self.sync_services, run_id),
         )
 
     def connector(self, provider: Provider) -> Connector:
@@ -122,6 +124,7 @@ class Runtime:
             budget=self.budget,
             policies=self.settings.providers,
             limits=self.settings.sync_limits,
+            time_limit=timedelta(seconds=self.settings.task_time_limit_s),
         )
 
     def close(self) -> None:

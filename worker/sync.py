@@ -8,17 +8,21 @@ transaction, so no row lock is held while the provider answers.
 
 from __future__ import annotations
 
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.changes import Change
 from models.clock import Clock
 from models.credentials import Credentials, Keyring
+from models.db import is_disconnect
 from models.errors import CredentialsError
 from models.records import store_page
 from models.status import Provider, SyncOutcome
@@ -32,6 +36,9 @@ from worker.connectors.limits import SyncLimits
 from worker.lease import Leases
 
 log = structlog.get_logger(__name__)
+
+# The error of an attempt whose database connection the server dropped.
+LOST_DATABASE = "database connection lost"
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,9 @@ class SyncServices:
     budget: Budget | None = None
     policies: Mapping[Provider, ProviderPolicy] = field(default_factory=dict)
     limits: SyncLimits = field(default_factory=SyncLimits)  # each sync's deadline, page budget
+    # The hard limit (SYNCWORKER_TASK_TIME_LIMIT), on `limits.monotonic`: a sync still running
+    # then is closed failed by the lease renewer (the threads pool enforces no time limit).
+    time_limit: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class PageStore:
         self._services = services
         self._start = start
         self._held: Page | None = None
+        # What storing the pages found to clean or skip (models.records), for the result.
+        self.warnings: list[str] = []
 
     def store(self, page: Page) -> None:
         if self._held is not None:
@@ -99,6 +111,7 @@ class PageStore:
                 records=page.records,
                 cursor=page.cursor,
                 now=self._services.clock.now(),
+                warn=self.warnings.append,
             )
 
 
@@ -113,9 +126,12 @@ def sync_integration(
     """Sync one integration once.
 
     Raises TransientError (with the provider's `retry_after`, if it named one) for a
-    transient failure before the final attempt: the task retries it later.
+    transient failure before the final attempt, and RedisError when the lease store
+    cannot be reached: the task retries both later.
     """
-    token = services.leases.acquire(integration_id)
+    limit = services.time_limit
+    deadline = services.limits.monotonic() + limit.total_seconds() if limit else None
+    token = services.leases.acquire(integration_id, task_id=task_id, attempt=attempt)
     if token is None:
         return Skipped("lease held by another sync")
     try:
@@ -130,7 +146,7 @@ def sync_integration(
             )
         if isinstance(started, Skipped):
             return started
-        services.leases.attach_run(integration_id, started.run_id)
+        services.leases.attach_run(integration_id, started.run_id, deadline=deadline)
         return _run(services, started, final_attempt=final_attempt)
     finally:
         services.leases.release(integration_id, token)
@@ -147,19 +163,26 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
     except TransientError as exc:
         pages.flush()
         if not final_attempt:
-            with services.sessions() as session, session.begin():
-                close_for_retry(
-                    session, start.run_id, f"transient: {exc}", now=services.clock.now()
-                )
+            _close_for_retry(services, start, f"transient: {exc}")
             raise
         result = SyncResult(SyncOutcome.FAILED, error=f"gave up after retries: {exc}")
-    except BaseException:
+    # Anything else raised inside a sync is a bug or a value nobody foresaw (a RecursionError,
+    # a UnicodeEncodeError, a value the database refuses). It must never leave the run open
+    # until the reaper calls it abandoned: the run ends failed, naming the error's kind.
+    except Exception as exc:
+        _keep_held_page(pages)
+        if not is_disconnect(exc):
+            result = _crashed(start, exc)
+        elif final_attempt:
+            result = SyncResult(SyncOutcome.FAILED, error=f"gave up after retries: {LOST_DATABASE}")
+        else:
+            # The database went away, not the sync: the task retries on a fresh pool.
+            _close_for_retry(services, start, f"transient: {LOST_DATABASE}")
+            raise
+    except BaseException:  # the process is going down: the reaper closes the run
         _keep_held_page(pages)
         raise
-    with services.sessions() as session, session.begin():
-        change = finish_run(
-            session, start.run_id, result, now=services.clock.now(), last_page=pages.take()
-        )
+    result, change = _finish(services, start, result.with_warnings(pages.warnings), pages)
     log.info(
         "sync.finished",
         run_id=str(start.run_id),
@@ -173,12 +196,102 @@ def _run(services: SyncServices, start: RunStart, *, final_attempt: bool) -> Fin
     return Finished(start.run_id, result, change)
 
 
+def _finish(
+    services: SyncServices, start: RunStart, result: SyncResult, pages: PageStore
+) -> tuple[SyncResult, Change | None]:
+    """Close the run with `result` and the held page; the result as recorded, and its change.
+
+    Should the database refuse that transaction (for any reason but a lost connection, which
+    the task's retry handles), the run is closed failed without the page, naming the error.
+    """
+    noted: list[str] = []
+    try:
+        change = _close(services, start, result, pages.take(), noted.append)
+    except Exception as exc:
+        if is_disconnect(exc):
+            raise
+        result = _crashed(start, exc)
+        change = _close(services, start, result, None, noted.append)
+    return result.with_warnings(noted), change
+
+
+def _close(
+    services: SyncServices,
+    start: RunStart,
+    result: SyncResult,
+    last_page: Page | None,
+    warn: Callable[[str], None],
+) -> Change | None:
+    with services.sessions() as session, session.begin():
+        return finish_run(
+            session, start.run_id, result, now=services.clock.now(), last_page=last_page, warn=warn
+        )
+
+
+def _close_for_retry(services: SyncServices, start: RunStart, error: str) -> None:
+    """End the attempt without an outcome, if the database lets us; the retry takes over."""
+    try:
+        with services.sessions() as session, session.begin():
+            close_for_retry(session, start.run_id, error, now=services.clock.now())
+    except DBAPIError as exc:  # the retry finds the run still open and takes it over
+        log.warning("sync.close_for_retry_failed", error=type(exc).__name__)
+
+
+def time_limit_error(limit: timedelta | None) -> str:
+    """The error of a run still open at its hard time limit, naming it and its setting."""
+    seconds = limit.total_seconds() if limit else 0
+    return (
+        f"time limit: the sync was still running at its hard limit of {seconds:g} s "
+        "(SYNCWORKER_TASK_TIME_LIMIT); closed by the lease renewer"
+    )
+
+
+def end_overdue_run(services: SyncServices, run_id: uuid.UUID) -> Change | None:
+    """Close a run still open at its hard time limit as failed, naming it, and apply it.
+
+    The lease renewer calls this for a sync stuck where it cannot notice its deadline
+    (SYNCWORKER_SYNC_DEADLINE is enforced by the connectors' HTTP layer, so only a sync
+    stuck outside a request gets here; the threads pool enforces no time limit); if
+    the sync gets unstuck later, its own finish_run finds the run closed and changes nothing.
+    """
+    result = SyncResult(SyncOutcome.FAILED, error=time_limit_error(services.time_limit))
+    with services.sessions() as session, session.begin():
+        change = finish_run(session, run_id, result, now=services.clock.now())
+    log.error("sync.time_limit", run_id=str(run_id), status=change.to_status if change else None)
+    return change
+
+
 def _keep_held_page(pages: PageStore) -> None:
     """On the way out with an error: store the page already fetched, if the database lets us."""
     try:
         pages.flush()
-    except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
-        log.warning("sync.held_page_lost", error=type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - the original error is the one to handle
+        log.warning("sync.held_page_lost", error=error_kind(exc))
+
+
+def _crashed(start: RunStart, exc: Exception) -> SyncResult:
+    """A failed result for an unexpected error: its kind and where, never its value."""
+    reason = f"unexpected {error_kind(exc)} in {_where(exc)}"
+    log.error("sync.crashed", run_id=str(start.run_id), error=reason)
+    return SyncResult(SyncOutcome.FAILED, error=reason)
+
+
+def error_kind(exc: BaseException) -> str:
+    """The error's class, and the driver's for a database error; a message may hold values."""
+    kind = type(exc).__name__
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        kind = f"{kind} ({type(exc.orig).__name__})"
+    return kind
+
+
+def _where(exc: BaseException) -> str:
+    """The function the error was raised in, as `module.function`."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "the sync"
+    frame = frames[-1]
+    module = frame.filename.rsplit("/", 1)[-1].removesuffix(".py")
+    return f"{module}.{frame.name}"
 
 
 def _fetch(services: SyncServices, start: RunStart, pages: PageStore) -> SyncResult:

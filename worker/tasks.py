@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import structlog
 from celery import Celery, Task
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from models.db import is_disconnect
@@ -76,7 +77,7 @@ def register(app: Celery) -> None:
                 attempt=retries,
                 final_attempt=final,
             )
-        except (TransientError, DBAPIError) as exc:
+        except (TransientError, DBAPIError, RedisError) as exc:
             if not _retryable(exc, final=final):
                 raise
             record_sync(provider, RETRIED, time.monotonic() - started)
@@ -155,15 +156,19 @@ def _sweep(app: Celery, name: str, rule: Callable[..., list[Any]]) -> int:
 
 
 def _retryable(exc: Exception, *, final: bool) -> bool:
-    """A transient provider failure (sync_integration judged it), or a database connection
-    the server dropped, before the last attempt.
+    """A transient provider failure (sync_integration judged it), or before the last attempt,
+    a database connection the server dropped or a Redis (the lease store) that failed.
 
     After a dropped connection SQLAlchemy has discarded the pool, so the retry gets a new one.
     """
-    return isinstance(exc, TransientError) or (is_disconnect(exc) and not final)
+    if isinstance(exc, TransientError):
+        return True
+    return (is_disconnect(exc) or isinstance(exc, RedisError)) and not final
 
 
-def _retry(task: Task, exc: TransientError | DBAPIError, backoff: Backoff) -> Exception:
+def _retry(
+    task: Task, exc: TransientError | DBAPIError | RedisError, backoff: Backoff
+) -> Exception:
     """Schedule the task's next attempt after a jittered backoff (Celery raises `Retry`)."""
     retries = task.request.retries
     at_least = exc.retry_after if isinstance(exc, TransientError) else None
@@ -183,6 +188,10 @@ def _too_many_deliveries(redis: Any, request: Any) -> bool:
     if redis is None or not (request.delivery_info or {}).get("redelivered"):
         return False
     key = redis_keys.deliveries(request.id, request.retries)
-    count = int(redis.incr(key))
-    redis.expire(key, 86_400)
+    try:
+        count = int(redis.incr(key))
+        redis.expire(key, 86_400)
+    except RedisError as exc:  # a safety net: without the count, the sync's lease decides
+        log.warning("sync.delivery_count_failed", task_id=request.id, error=type(exc).__name__)
+        return False
     return count > MAX_DELIVERIES

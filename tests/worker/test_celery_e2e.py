@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
@@ -381,6 +382,7 @@ def test_a_run_abandoned_by_a_killed_worker_is_reaped_and_synced_once_again(
         "VISIBILITY_TIMEOUT": str(SHORT_VISIBILITY_S),
         # The visibility timeout stays above the task's time limit plus the retry delay.
         "TASK_TIME_LIMIT": "2",
+        "SYNC_DEADLINE": "1",  # below the time limit; the kill comes well before it
         "MAX_RETRY_DELAY": "1",
     }
     app = make_app(**short)
@@ -482,3 +484,81 @@ def test_a_database_connection_the_server_dropped_retries_the_sync_on_a_fresh_po
     first, second = runs_of(sessions, integration_id)
     assert (first.outcome, second.outcome) == (SyncOutcome.SUCCEEDED, SyncOutcome.SUCCEEDED)
     assert second.attempt == 1
+
+
+def endless_customers(request: Request) -> Response:
+    """Customers that never end: each page is ten new ones and says `has_more`."""
+    after = request.query.get("starting_after")
+    first = int(after.removeprefix("cus_")) + 1 if after else 0
+    data = [
+        {"id": f"cus_{n:08d}", "object": "customer", "created": 1_800_000_000 - n}
+        for n in range(first, first + 10)
+    ]
+    return Response.json({"object": "list", "data": data, "has_more": True})
+
+
+def test_a_sync_that_never_ends_stops_at_its_deadline_on_the_threads_pool(
+    make_app: Callable[..., Celery],
+    stripe: MalformingStripe,
+    sessions: sessionmaker[Session],
+    add_integration: Callable[..., uuid.UUID],
+    outcomes: Outcomes,
+) -> None:
+    # given: a provider whose pages never end, and a one-second sync deadline, on the threads
+    # pool, which enforces no task time limit itself
+    app = make_app(SYNC_DEADLINE="1", TASK_TIME_LIMIT="3", LEASE_TTL="2")
+    integration_id = add_integration("sk_test_endless")
+    stripe.route("GET", "/v1/customers", endless_customers)
+    stripe.latency(0.02)
+
+    # when
+    with running_worker(app):
+        task_id = app.send_task(SYNC_TASK, args=(str(integration_id),), queue=STRIPE_QUEUE).id
+        wait_for(lambda: outcomes.of(task_id), what="the endless sync to end")
+    # (leaving the block is the worker's warm shutdown: it waits for every task to end)
+
+    # then: the task ended, the run kept what it stored and named the limit, its lease is gone
+    [done] = outcomes.of(task_id)
+    assert (done.state, done.retval["outcome"]) == ("SUCCESS", SyncOutcome.SUCCEEDED_WITH_WARNINGS)
+    [run] = runs_of(sessions, integration_id)
+    assert (run.applied, run.lease_expires_at) == (True, None)
+    assert any("SYNCWORKER_SYNC_DEADLINE" in warning for warning in run.warnings)
+    assert run.records_received > 0
+    assert integration(sessions, integration_id).status == Status.QUALITY_ASSURANCE
+    with Redis.from_url(redis_url()) as redis:
+        assert redis.keys("*lease*") == []
+
+
+def test_a_database_connection_dropped_mid_sync_is_retried_by_the_same_task_not_skipped(
+    make_app: Callable[..., Celery],
+    stripe: MalformingStripe,
+    sessions: sessionmaker[Session],
+    add_integration: Callable[..., uuid.UUID],
+    outcomes: Outcomes,
+) -> None:
+    # given: a sync in flight, each page slow enough to drop its connections mid-sync
+    app = make_app(MAX_RETRY_DELAY="1")
+    integration_id = add_integration("sk_test_dropped_mid_sync")
+    stripe.latency(0.3)
+    with running_worker(app):
+        task_id = app.send_task(SYNC_TASK, args=(str(integration_id),), queue=STRIPE_QUEUE).id
+        wait_for(lambda: runs_of(sessions, integration_id), what="the sync to start")
+
+        # when: the server terminates every connection of the database after start_run
+        with psycopg.connect(postgres_url(), autocommit=True) as connection:
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        sessions.kw["bind"].dispose()  # the test's own pool lost its connections too
+        stripe.latency(0)
+        wait_for(lambda: [d for d in outcomes.of(task_id) if d.state == "SUCCESS"], what="retry")
+
+    # then: the task's retry took over and synced; nothing was lost or applied twice
+    assert [done.state for done in outcomes.of(task_id)] == ["RETRY", "SUCCESS"]
+    first, retried = runs_of(sessions, integration_id)
+    assert (first.outcome, first.finished_at is not None) == (None, True)
+    assert (retried.attempt, retried.outcome) == (1, SyncOutcome.SUCCEEDED)
+    assert first.records_received + retried.records_received == CUSTOMERS
+    assert integration(sessions, integration_id).status == Status.ACTIVE
+    assert (first.applied, retried.applied) == (False, True)

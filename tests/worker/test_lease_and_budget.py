@@ -33,6 +33,7 @@ from worker.lease import Leases, LeaseStore, LocalLeaseStore, RedisLeaseStore
 TEST_REDIS_DB = 15
 SHORT_TTL_MS = 50  # a lease that lapses within a test
 LONG_TTL_MS = 10_000  # a lease that outlives any test
+NO_TASK = "no-task/"  # an owner prefix none of the tests' tokens start with
 APP_TTL = timedelta(seconds=90)
 WAIT_TOLERANCE = 0.05  # Redis keeps its own time: a few ms pass (and refill) between calls
 
@@ -111,45 +112,45 @@ def lease_backend(request: pytest.FixtureRequest) -> Iterator[LeaseBackend]:
 def test_lease_cannot_be_taken_twice(lease_backend: LeaseBackend) -> None:
     first, second = lease_backend.connect(), lease_backend.connect()
 
-    assert first.acquire("int-1", "token-a", LONG_TTL_MS)
-    assert not second.acquire("int-1", "token-b", LONG_TTL_MS)
-    assert not first.acquire("int-1", "token-a", LONG_TTL_MS)
-    assert second.acquire("int-2", "token-b", LONG_TTL_MS)
+    assert first.acquire("int-1", "token-a", LONG_TTL_MS, owner=NO_TASK, attempt=0)
+    assert not second.acquire("int-1", "token-b", LONG_TTL_MS, owner=NO_TASK, attempt=0)
+    assert not first.acquire("int-1", "token-a", LONG_TTL_MS, owner=NO_TASK, attempt=0)
+    assert second.acquire("int-2", "token-b", LONG_TTL_MS, owner=NO_TASK, attempt=0)
 
 
 def test_lease_is_released_only_by_its_owner_token(lease_backend: LeaseBackend) -> None:
     store = lease_backend.connect()
-    store.acquire("int-1", "token-a", LONG_TTL_MS)
+    store.acquire("int-1", "token-a", LONG_TTL_MS, owner=NO_TASK, attempt=0)
 
     store.release("int-1", "token-b")
-    assert not store.acquire("int-1", "token-c", LONG_TTL_MS)
+    assert not store.acquire("int-1", "token-c", LONG_TTL_MS, owner=NO_TASK, attempt=0)
 
     store.release("int-1", "token-a")
-    assert store.acquire("int-1", "token-c", LONG_TTL_MS)
+    assert store.acquire("int-1", "token-c", LONG_TTL_MS, owner=NO_TASK, attempt=0)
 
 
 def test_renewal_extends_the_lease_for_its_owner_only(lease_backend: LeaseBackend) -> None:
     store = lease_backend.connect()
-    store.acquire("int-1", "token-a", SHORT_TTL_MS)
+    store.acquire("int-1", "token-a", SHORT_TTL_MS, owner=NO_TASK, attempt=0)
 
     assert not store.renew("int-1", "token-b", LONG_TTL_MS)
     assert store.renew("int-1", "token-a", LONG_TTL_MS)
     lease_backend.pass_time(SHORT_TTL_MS * 3 / 1000)
 
-    assert not store.acquire("int-1", "token-b", LONG_TTL_MS)
+    assert not store.acquire("int-1", "token-b", LONG_TTL_MS, owner=NO_TASK, attempt=0)
 
 
 def test_expired_lease_can_be_retaken_and_its_old_owner_cannot_touch_it(
     lease_backend: LeaseBackend,
 ) -> None:
     store = lease_backend.connect()
-    store.acquire("int-1", "token-a", SHORT_TTL_MS)
+    store.acquire("int-1", "token-a", SHORT_TTL_MS, owner=NO_TASK, attempt=0)
     lease_backend.pass_time(SHORT_TTL_MS * 3 / 1000)
 
-    assert store.acquire("int-1", "token-b", LONG_TTL_MS)
+    assert store.acquire("int-1", "token-b", LONG_TTL_MS, owner=NO_TASK, attempt=0)
     assert not store.renew("int-1", "token-a", LONG_TTL_MS)
     store.release("int-1", "token-a")
-    assert not store.acquire("int-1", "token-c", LONG_TTL_MS)
+    assert not store.acquire("int-1", "token-c", LONG_TTL_MS, owner=NO_TASK, attempt=0)
 
 
 # --- Leases: the process-wide holder ------------------------------------------------------
@@ -203,6 +204,34 @@ def test_two_processes_never_hold_one_integrations_lease_at_once(
 
     one.release("int-1", token)
     assert other.acquire("int-1") is not None
+
+
+def test_a_retry_of_the_same_task_takes_over_the_lease_its_earlier_attempt_left(
+    lease_backend: LeaseBackend, sessions: Sessions, clock: ManualClock
+) -> None:
+    # given: attempt 0 of task-1 holds the lease and could not give it back (Redis blipped,
+    # its connection was lost), in another process
+    earlier, retry, other = (
+        Leases(lease_backend.connect(), sessions, ttl=timedelta(seconds=60), app_ttl=APP_TTL,
+               now=clock.now)
+        for _ in range(3)
+    )  # fmt: skip
+    assert earlier.acquire("int-1", task_id="task-1", attempt=0) is not None
+
+    # when / then: another task, or a duplicate of the same attempt, is refused; the retry
+    # (attempt 1) of task-1 takes it over
+    assert other.acquire("int-1", task_id="task-2", attempt=1) is None
+    assert other.acquire("int-1") is None
+    assert other.acquire("int-1", task_id="task-1", attempt=0) is None
+    token = retry.acquire("int-1", task_id="task-1", attempt=1)
+    assert token is not None
+    # and the lease is the retry's own now: the others, and the earlier attempt, cannot take it
+    assert other.acquire("int-1", task_id="task-2", attempt=5) is None
+    assert other.acquire("int-1", task_id="task-1", attempt=0) is None
+    retry.release("int-1", token)
+    assert other.acquire("int-1", task_id="task-2") is not None
+    for leases in (earlier, retry, other):
+        leases.close()
 
 
 def test_renew_all_extends_the_running_runs_row_lease(
@@ -265,8 +294,10 @@ class FinishingDuringRenewal:
         self.leases: Leases | None = None
         self.finish: dict[str, str] = {}
 
-    def acquire(self, integration_id: str, token: str, ttl_ms: int) -> bool:
-        return self.store.acquire(integration_id, token, ttl_ms)
+    def acquire(
+        self, integration_id: str, token: str, ttl_ms: int, *, owner: str, attempt: int
+    ) -> bool:
+        return self.store.acquire(integration_id, token, ttl_ms, owner=owner, attempt=attempt)
 
     def renew(self, integration_id: str, token: str, ttl_ms: int) -> bool:
         if integration_id in self.finish and self.leases is not None:

@@ -52,14 +52,15 @@ class RecordingSleep:
         self.delays.append(seconds)
 
 
-class WorkerDied(Exception):
-    """Raised by `CrashingSink`: the worker process died between two pages."""
+class WorkerDied(BaseException):
+    """Raised by `CrashingSink`: the worker process died between two pages (it is going down,
+    so like SystemExit it is no Exception: the run is left to the reaper)."""
 
 
 class CrashingSink:
     """Stores `pages` pages through the real sink, then raises `error` before the next one."""
 
-    def __init__(self, sink: PageSink, pages: int, error: Exception) -> None:
+    def __init__(self, sink: PageSink, pages: int, error: BaseException) -> None:
         self._sink = sink
         self._left = pages
         self._error = error
@@ -80,7 +81,7 @@ class Interfering:
         *,
         during_sync: Callable[[], None] = lambda: None,
         crash_after_pages: int | None = None,
-        crash_with: Exception | None = None,
+        crash_with: BaseException | None = None,
     ) -> None:
         self._inner = inner
         self._during_sync = during_sync
