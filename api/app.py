@@ -13,7 +13,7 @@ import uvicorn
 from celery import Celery
 from fastapi import FastAPI
 
-from api import errors, integrations, operations, webhooks
+from api import errors, health, integrations, operations, webhooks
 from api.keys import VerifiedKeys
 from api.page import site as page
 from worker.app import create_app
@@ -44,6 +44,7 @@ def create_api(runtime: Runtime, operator: Operator) -> FastAPI:
     api.include_router(integrations.router)
     api.include_router(operations.router)
     api.include_router(webhooks.router)
+    api.include_router(health.router)
     page.mount(api, runtime, operator)
     return api
 

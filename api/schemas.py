@@ -85,6 +85,10 @@ class WorkspaceIntegration(BaseModel):
     )
     setupStatus: str = Field(description="incomplete | first_sync_pending | completed")
     qaStatus: str | None = Field(description="pending | passed, or null: never in QA")
+    lateness: str = Field(
+        description="on_time | late | overdue: the last successful sync against 2x and 5x "
+        "the sync interval, whatever the status says (SPEC §11)"
+    )
 
     @field_validator("credentialsEncrypted")
     @classmethod

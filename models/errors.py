@@ -65,6 +65,17 @@ class SyncsPaused(TransitionNotAllowed):
         self.args = (f"integration {integration_id} is {status!s}: syncs are paused",)
 
 
+class SyncInProgress(TransitionNotAllowed):
+    """Raised when a resync is asked for while a sync of the integration is running."""
+
+    def __init__(self, integration_id: object, status: str, run_id: object) -> None:
+        super().__init__(integration_id, status, "resync")
+        self.args = (
+            f"integration {integration_id} is syncing now (run {run_id}); "
+            "resync once that sync has finished",
+        )
+
+
 class DuplicateIntegration(SyncWorkerError):
     """Raised when an identifier or the primary flag is already taken in an environment."""
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -166,6 +167,12 @@ class Integration(Base):
     deleted_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # When a sync last succeeded (with or without warnings): lateness counts from here.
+    last_success_at: Mapped[datetime | None]
+    # The lateness last announced by an event (`models.health`), so each change is sent once.
+    lateness: Mapped[str] = mapped_column(String(16), default="on_time", server_default="on_time")
+    # When a recovery probe last tried a `credentials_invalid` integration's stored key.
+    probed_at: Mapped[datetime | None]
 
     environment: Mapped[Environment] = relationship(lazy="joined", innerjoin=True)
 
@@ -211,6 +218,8 @@ class SyncRun(Base):
         Index("ix_sync_runs_integration_started", "integration_id", "started_at"),
         Index("uq_sync_runs_delivery", "task_id", "attempt", unique=True),
         # The reaper and the status overview look only at runs still going.
+        # Provider incidents read the runs that finished within a sliding window.
+        Index("ix_sync_runs_finished", "finished_at"),
         Index(
             "ix_sync_runs_running",
             "lease_expires_at",
@@ -237,6 +246,8 @@ class SyncRun(Base):
     # Whether the result moved the lifecycle; False for a late result or a reaped run.
     applied: Mapped[bool] = mapped_column(Boolean, default=False)
     status_after: Mapped[str | None] = mapped_column(String(32))
+    # How a failed attempt failed, for provider incidents: auth, timeout, transient (or None).
+    failure_kind: Mapped[str | None] = mapped_column(String(16))
 
     @property
     def running(self) -> bool:
@@ -308,7 +319,8 @@ class OutboxEvent(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    integration_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("integrations.id"))
+    # None for a provider-wide event (a provider incident), which concerns no one integration.
+    integration_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("integrations.id"))
     kind: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
@@ -330,6 +342,44 @@ class SchedulerMark(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Beat liveness: runs recorded, runs that should have happened between two recorded
+    # ones and did not, and the cadence (in app-clock seconds) they were expected at.
+    runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    missed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    every_s: Mapped[float | None] = mapped_column(Float)
+
+
+class ProviderIncident(Base):
+    """A provider failing many integrations the same way at once (SPEC §11), open or closed.
+
+    Stored with the window and counts that opened it (`seen`, `failing`) and the latest
+    evaluation's, so an operator sees how wide the outage was and when it ended.
+    """
+
+    __tablename__ = "provider_incidents"
+    __table_args__ = (Index("ix_provider_incidents_open", "provider", "closed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    window_s: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
+    integrations_seen: Mapped[int] = mapped_column(Integer)
+    integrations_failing: Mapped[int] = mapped_column(Integer)
+    peak_failing: Mapped[int] = mapped_column(Integer)
+    last_seen: Mapped[int] = mapped_column(Integer)
+    last_failing: Mapped[int] = mapped_column(Integer)
+    evaluated_at: Mapped[datetime]
+    # The provider's sync interval is stretched by this factor while the incident is open.
+    backoff: Mapped[float] = mapped_column(Float)
+    # Up to when the auth clocks of the provider's integrations were held still for it.
+    clock_held_until: Mapped[datetime]
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
 
 
 class ApiKey(Base):

@@ -7,11 +7,12 @@ Two views of an integration (SPEC §4, "API and UI views"):
 - `integration_api_view`, the API form (seed 003's WorkspaceIntegration): only how
   syncing stands, as `connected` / `not_connected` / `inactive`.
 
-Both carry the same three sync-view fields, each from one mapping:
+Both carry the same four sync-view fields, each from one mapping:
 
     apiStatus    API_STATUS in models/status.py (the one status -> ApiStatus table)
     setupStatus  setup_status(): incomplete | first_sync_pending | completed
     qaStatus     qa_status():    pending | passed | null
+    lateness     models.health.lateness_of(): on_time | late | overdue (SPEC §11)
 
 Keys are camelCase; times are ISO 8601 in UTC with an explicit `+00:00` offset, as
 `datetime.isoformat` writes them and the outbox events carry them:
@@ -35,6 +36,7 @@ from typing_extensions import TypedDict
 
 from models.changes import Change
 from models.clock import ensure_utc
+from models.health import Lateness
 from models.schema import Environment, Integration, StatusChange, SyncedRecord, SyncRun
 from models.status import API_STATUS, Status
 
@@ -108,6 +110,7 @@ class IntegrationApiView(TypedDict):
     updatedAt: str
     setupStatus: str
     qaStatus: str | None
+    lateness: str
 
 
 class IntegrationDto(TypedDict):
@@ -123,6 +126,7 @@ class IntegrationDto(TypedDict):
     apiStatus: str
     setupStatus: str
     qaStatus: str | None
+    lateness: str
     active: bool
     deleted: bool
     deletedAt: str | None
@@ -153,11 +157,20 @@ API_VIEW_COLUMNS: Final = (
     Integration.data_last_received_at,
     Integration.created_at,
     Integration.updated_at,
+    # For `lateness` (models.health): since when fresh, and the integration's own interval.
+    Integration.last_success_at,
+    Integration.reactivated_at,
+    Integration.sync_interval_seconds,
 )
 
 
-def integration_api_view(integration: IntegrationFields) -> IntegrationApiView:
+def integration_api_view(
+    integration: IntegrationFields, *, lateness: Lateness
+) -> IntegrationApiView:
     """The API form of an integration (seed 003's WorkspaceIntegration).
+
+    `lateness` is the health flag beside the status (`models.health.lateness_of`, which
+    needs the integration's interval and the clock: the caller has both).
 
     `workspaceId` is the environment's id: a seed 003 workspace owns integrations and
     scopes their identifiers, which is what our Environment does (seed 001's
@@ -173,10 +186,11 @@ def integration_api_view(integration: IntegrationFields) -> IntegrationApiView:
         "updatedAt": _iso(integration.updated_at),
         "setupStatus": setup_status(integration).value,
         "qaStatus": _value_or_none(qa_status(integration)),
+        "lateness": lateness.value,
     }
 
 
-def integration_dto(integration: Integration) -> IntegrationDto:
+def integration_dto(integration: Integration, *, lateness: Lateness) -> IntegrationDto:
     """The full form of an integration for the UI and operators; never the credentials."""
     return {
         "id": str(integration.id),
@@ -189,6 +203,7 @@ def integration_dto(integration: Integration) -> IntegrationDto:
         "apiStatus": integration.api_status.value,
         "setupStatus": setup_status(integration).value,
         "qaStatus": _value_or_none(qa_status(integration)),
+        "lateness": lateness.value,
         "active": integration.active,
         "deleted": integration.deleted,
         "deletedAt": _iso_or_none(integration.deleted_at),

@@ -20,11 +20,14 @@ from sqlalchemy.orm import Session
 from models.changes import Change, apply_trigger
 from models.db import as_uuid, lock_integration, table_of
 from models.errors import IntegrationNotFound
+from models.incidents import covers, failure_kind
 from models.records import PageWrite, Warn, store_page
 from models.schema import Integration, SyncCursor, SyncRun
 from models.status import OUTCOME_TRIGGERS, SYNCING_STATUSES, Status, SyncOutcome
 from models.time_rules import apply_time_rules
 
+# Outcomes that count as a successful sync, for lateness.
+SUCCESSES = frozenset({SyncOutcome.SUCCEEDED, SyncOutcome.SUCCEEDED_WITH_WARNINGS})
 # Error written on an attempt's run its retry found still open (the attempt lost its
 # database connection before it could close the run).
 INTERRUPTED_ERROR = "interrupted: the attempt ended without closing its run"
@@ -245,11 +248,17 @@ def finish_run(
     records = run.records_received + stored
     if records:
         integration.data_last_received_at = now
+    if result.outcome in SUCCESSES:
+        integration.last_success_at = now
     # A result that arrives while the integration is paused, or was paused or given new
     # credentials while the run worked (the epoch moved: it belongs to the old credentials or
-    # decision), is recorded, never applied.
+    # decision), is recorded, never applied; so is a failure a provider incident explains
+    # (SPEC §11: never toward QA or the auth clock).
+    kind = failure_kind(result.outcome, result.error)
     applied = (
-        integration.status_enum in SYNCING_STATUSES and run.pause_epoch == integration.pause_epoch
+        integration.status_enum in SYNCING_STATUSES
+        and run.pause_epoch == integration.pause_epoch
+        and not covers(session, integration.provider, kind)
     )
     change = _apply_outcome(session, integration, key, result, now=now) if applied else None
     session.execute(
@@ -263,6 +272,7 @@ def finish_run(
             "v_records": records,
             "v_applied": applied,
             "v_status_after": integration.status,
+            "v_failure_kind": kind.value if kind else None,
         },
     )
     return change
@@ -297,6 +307,7 @@ _CLOSE_RUN = (
         records_received=bindparam("v_records"),
         applied=bindparam("v_applied"),
         status_after=bindparam("v_status_after"),
+        failure_kind=bindparam("v_failure_kind"),
     )
 )
 
@@ -334,6 +345,8 @@ def close_for_retry(session: Session, run_id: uuid.UUID, error: str, *, now: dat
     run.finished_at = now
     run.lease_expires_at = None
     run.error = error
+    kind = failure_kind(None, error)
+    run.failure_kind = kind.value if kind else None
 
 
 def reap_abandoned(session: Session, *, now: datetime, limit: int = 500) -> list[uuid.UUID]:

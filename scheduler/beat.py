@@ -21,6 +21,10 @@ ESCALATE_TASK: Final = "syncworker.sweep.auth_escalation"
 DEV_INACTIVITY_TASK: Final = "syncworker.sweep.dev_inactivity"
 REAP_TASK: Final = "syncworker.sweep.reap_abandoned"
 DELIVER_EVENTS_TASK: Final = "syncworker.events.deliver"
+LATENESS_TASK: Final = "syncworker.sweep.lateness"
+INCIDENTS_TASK: Final = "syncworker.sweep.incidents"
+RECOVERY_PROBES_TASK: Final = "syncworker.sweep.recovery_probes"
+REPORT_BACKFILL_TASK: Final = "syncworker.sweep.report_backfill"
 
 # The queue for the scheduler's own short tasks (ticks, sweeps, event delivery), kept apart
 # from the provider queues so a backlog of syncs never delays a tick.
@@ -41,6 +45,14 @@ class Cadence:
     # Abandoned runs are found a minute after their lease lapses.
     reap: timedelta = timedelta(minutes=1)
     deliver_events: timedelta = timedelta(seconds=10)
+    # Lateness is measured in sync intervals (15 minutes at the least): a minute is prompt.
+    lateness: timedelta = timedelta(minutes=1)
+    # Incidents open within a minute of the failures that make one, and close as promptly.
+    incidents: timedelta = timedelta(minutes=1)
+    # Each integration is probed once a day at most; an hourly run finds the ones due.
+    recovery_probes: timedelta = timedelta(hours=1)
+    # Late report rows are re-read daily, within each provider's lookback window.
+    report_backfill: timedelta = timedelta(days=1)
 
 
 def build_schedule(
@@ -58,6 +70,10 @@ def build_schedule(
     schedule["sweep-dev-inactivity"] = _entry(DEV_INACTIVITY_TASK, cadence.dev_inactivity)
     schedule["sweep-reap-abandoned"] = _entry(REAP_TASK, cadence.reap)
     schedule["deliver-events"] = _entry(DELIVER_EVENTS_TASK, cadence.deliver_events)
+    schedule["sweep-lateness"] = _entry(LATENESS_TASK, cadence.lateness)
+    schedule["sweep-incidents"] = _entry(INCIDENTS_TASK, cadence.incidents)
+    schedule["sweep-recovery-probes"] = _entry(RECOVERY_PROBES_TASK, cadence.recovery_probes)
+    schedule["sweep-report-backfill"] = _entry(REPORT_BACKFILL_TASK, cadence.report_backfill)
     return schedule
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.schema import Integration
 from models.status import SYNCING_STATUSES, Provider
+from scheduler.incidents import backoff_factor
 from scheduler.providers import ProviderPolicy
 
 # Rows claimed per transaction: large enough to amortise the round trips, small enough
@@ -74,8 +75,10 @@ def claim_due(
     by_interval: dict[int | None, list[uuid.UUID]] = defaultdict(list)
     for integration_id, _, own_interval in rows:
         by_interval[own_interval].append(integration_id)
+    # A provider under an incident is asked less often until it recovers (SPEC §11).
+    backoff = backoff_factor(session, policy.provider) if rows else 1.0
     for own_interval, ids in by_interval.items():
-        interval = interval_for(policy, own_interval)
+        interval = interval_for(policy, own_interval) * backoff
         session.execute(
             update(Integration)
             .where(Integration.id.in_(ids))

@@ -27,6 +27,9 @@ class ProviderPolicy:
     rate_per_s: float
     burst: int
     base_url: str | None = None
+    # How far a backfill (`syncworker integrations resync --backfill`) re-reads, for
+    # providers whose report data arrives or is restated late; None where none does.
+    lookback: timedelta | None = None
 
 
 def _policy(provider: Provider, minutes: int, rate: float, burst: int) -> ProviderPolicy:
@@ -44,12 +47,18 @@ DEFAULT_POLICIES: Final[Mapping[Provider, ProviderPolicy]] = {
     P.STRIPE: _policy(P.STRIPE, 15, 20, 40),
     # RevenueCat API v2: about 480 requests/min per project key.
     P.REVENUECAT: _policy(P.REVENUECAT, 30, 6, 20),
-    # App Store Connect: reports are daily; about 3,600 requests/hour per key.
-    P.APP_STORE_CONNECT: _policy(P.APP_STORE_CONNECT, 360, 0.8, 10),
+    # App Store Connect: reports are daily; about 3,600 requests/hour per key. Apple may
+    # restate a day's sales report over the following days: a backfill re-reads a week.
+    P.APP_STORE_CONNECT: replace(
+        _policy(P.APP_STORE_CONNECT, 360, 0.8, 10), lookback=timedelta(days=7)
+    ),
     # Shopify REST Admin: leaky bucket of 40 requests refilling at 2/s per store.
     P.SHOPIFY: _policy(P.SHOPIFY, 15, 2, 40),
     # Google Play Developer API: daily quota per project; a steady trickle is plenty.
-    P.GOOGLE_PLAY_CONSOLE: _policy(P.GOOGLE_PLAY_CONSOLE, 60, 3, 10),
+    # Voided purchases show up days after the void: a backfill re-reads three days.
+    P.GOOGLE_PLAY_CONSOLE: replace(
+        _policy(P.GOOGLE_PLAY_CONSOLE, 60, 3, 10), lookback=timedelta(days=3)
+    ),
     P.WHOP: _policy(P.WHOP, 30, 5, 20),
     # Paddle Billing: 240 requests/min per IP.
     P.PADDLE: _policy(P.PADDLE, 30, 3, 20),
@@ -59,7 +68,7 @@ DEFAULT_POLICIES: Final[Mapping[Provider, ProviderPolicy]] = {
     P.SUPERWALL: _policy(P.SUPERWALL, 60, 2, 10),
 }
 
-OVERRIDABLE: Final = ("interval", "queue", "rate_per_s", "burst", "base_url")
+OVERRIDABLE: Final = ("interval", "queue", "rate_per_s", "burst", "base_url", "lookback")
 
 
 def resolve_policies(

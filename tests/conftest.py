@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from models import migrate
 from models.clock import ManualClock
 from models.db import make_engine, make_sessionmaker
 from models.integrations import NewIntegration, create_integration, ensure_environment
-from models.schema import Base, Integration
+from models.schema import Base, Integration, ProviderIncident
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -137,3 +137,25 @@ def integration_factory(sessions: sessionmaker[Session], clock: ManualClock) -> 
         return integration
 
     return create
+
+
+def incident_row(now: datetime, **fields: Any) -> ProviderIncident:
+    """A stored provider incident as the incident sweep writes one: open, on stripe, auth,
+    38 of 40 integrations failing in an hour's window; `fields` override any of it."""
+    values: dict[str, Any] = {
+        "provider": "stripe",
+        "kind": "auth",
+        "opened_at": now,
+        "closed_at": None,
+        "window_s": 3600,
+        "window_start": now - timedelta(hours=1),
+        "integrations_seen": 40,
+        "integrations_failing": 38,
+        "peak_failing": 38,
+        "last_seen": 40,
+        "last_failing": 38,
+        "evaluated_at": now,
+        "backoff": 6.0,
+        "clock_held_until": now,
+    }
+    return ProviderIncident(**(values | fields))

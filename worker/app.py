@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery
 
 from scheduler.beat import CONTROL_QUEUE, Cadence, build_schedule
-from worker import queues, signals, tasks
+from worker import health, queues, signals, tasks
 from worker.beat import SCHEDULER
 from worker.runtime import Runtime, attach
 from worker.settings import Settings
@@ -65,5 +65,6 @@ def create_app(
     )
     attach(app, settings, runtime)
     tasks.register(app)
+    health.register(app)
     signals.connect(app)
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
@@ -30,14 +31,33 @@ from sqlalchemy import select
 from models import migrate
 from models.clock import AcceleratedClock, Clock
 from models.errors import SyncWorkerError
+from models.incidents import open_incident
 from models.integrations import ensure_environment
-from models.schema import Integration, StatusChange, SyncRun
+from models.notices import (
+    CREDENTIALS_RECOVERED_EVENT,
+    INCIDENT_CLOSED_EVENT,
+    INCIDENT_OPENED_EVENT,
+    LATE_EVENT,
+    ON_TIME_EVENT,
+)
+from models.schema import Integration, OutboxEvent, StatusChange, SyncRun
 from models.status import API_STATUS, ApiStatus, Provider, Status
 from scheduler.beat import Cadence
 from worker.app import create_app
 from worker.connectors.errors import WebhookRejected
 from worker.connectors.webhooks import ingest_webhook
-from worker.demo_script import SCENARIOS, Delivery, Fakes, Step, start_fakes
+from worker.demo_script import (
+    FILTERS,
+    FLEET,
+    OUTAGE,
+    OUTAGE_NAME,
+    SCENARIOS,
+    Delivery,
+    Fakes,
+    Step,
+    fleet_accounts,
+    start_fakes,
+)
 from worker.logs import configure_logging
 from worker.operator import Operator
 from worker.publish import CeleryPublisher
@@ -57,7 +77,23 @@ DEMO_CADENCE: Final = Cadence(
     dev_inactivity=timedelta(seconds=2),
     reap=timedelta(seconds=5),
     deliver_events=timedelta(seconds=1),
+    lateness=timedelta(seconds=1),
+    incidents=timedelta(seconds=1),
+    recovery_probes=timedelta(seconds=5),
 )
+# The demo syncs every six simulated hours: an incident's window must hold a sync of
+# each integration, so it spans more than one interval, and on a fast clock (a test's)
+# several real seconds, since the worker lags a clock that runs that fast.
+DEMO_INCIDENT_WINDOW_S: Final = 8 * 3600
+DEMO_INCIDENT_WINDOW_REAL_S: Final = 6
+# The health events the tour prints beside the status changes, in words.
+NOTICES: Final[dict[str, str]] = {
+    INCIDENT_OPENED_EVENT: "provider incident opened",
+    INCIDENT_CLOSED_EVENT: "provider incident closed",
+    LATE_EVENT: "late: no successful sync for twice its interval",
+    ON_TIME_EVENT: "on time again",
+    CREDENTIALS_RECOVERED_EVENT: "its stored credentials work again",
+}
 # A failed sync is retried within four simulated hours (two real seconds by default).
 RETRY_CAP_H: Final = 4.0
 # Every demo integration syncs every six simulated hours (three real seconds).
@@ -130,6 +166,7 @@ class Tour:
     ids: dict[str, str] = field(default_factory=dict)  # scenario name -> integration id
     reached: dict[str, list[Status]] = field(default_factory=dict)  # as printed so far
     synced: set[str] = field(default_factory=set)  # scenarios whose first sync finished
+    noticed: set[uuid.UUID] = field(default_factory=set)  # health events printed
 
     def operator_action(self, action: str, name: str, **kwargs: Any) -> None:
         """Act as an operator would; an action that does not apply is told, not raised."""
@@ -144,6 +181,13 @@ class Tour:
 
     def api_request(self, name: str) -> None:
         self.operator.record_api_request(self.ids[name])
+
+    def has_synced(self, name: str) -> bool:
+        return name in self.synced
+
+    def incident_open(self, provider: Provider) -> bool:
+        with self.runtime.sessions() as session:
+            return open_incident(session, provider) is not None
 
     def webhook(self, name: str, delivery: Delivery, *, secret: str) -> None:
         """Deliver a signed webhook to the integration, as the provider would."""
@@ -187,6 +231,7 @@ def demo_settings(data_dir: Path, fakes: Fakes, speed: float) -> Settings:
         max_retries=1,
         max_retry_delay_s=round(RETRY_CAP_H * 3600 / speed),
         worker_concurrency=8,
+        incident_window_s=max(DEMO_INCIDENT_WINDOW_S, round(DEMO_INCIDENT_WINDOW_REAL_S * speed)),
     )
 
 
@@ -213,6 +258,17 @@ def seed(tour: Tour, accounts: dict[str, dict[str, str]]) -> None:
             click.echo(f"{label(scenario.name)}: left out, it could not be created: {exc}")
             continue
         tour.ids[scenario.name] = str(created.integration_id)
+    for name in FLEET:
+        created = tour.operator.create(
+            environment_id="demo-production",
+            name=name,
+            identifier=name,
+            provider=Provider.STRIPE.value,
+            credentials=accounts[name],
+            filters=FILTERS[Provider.STRIPE],
+            actor="demo",
+        )
+        tour.ids[name] = str(created.integration_id)
 
 
 def run_tour(
@@ -242,7 +298,7 @@ def run_tour(
         publisher = CeleryPublisher(app, settings.providers)
         # Opened before the story starts: generating their keys takes a moment.
         today = runtime.clock.now().date()
-        accounts = {s.name: s.account(fakes, today) for s in SCENARIOS}
+        accounts = {s.name: s.account(fakes, today) for s in SCENARIOS} | fleet_accounts(fakes)
         operator = Operator(
             runtime,
             publisher.sync_now,
@@ -273,7 +329,8 @@ def run_tour(
 def _intro(speed: float, hours: float) -> None:
     click.echo(
         f"syncworker demo: {len(SCENARIOS)} integrations on {len(set(PROVIDERS.values()))} "
-        f"providers, against local fakes; 1 s = {speed / 3600:g} simulated hours, "
+        f"providers and a fleet of {len(FLEET)} on stripe (a provider incident), against "
+        f"local fakes; 1 s = {speed / 3600:g} simulated hours, "
         f"{hours / 24:.1f} simulated days (about {hours * 3600 / speed:.0f} s).\n"
     )
 
@@ -332,10 +389,8 @@ def _keep_pace(clock: Clock, backlog: int) -> None:
 
 def _play(tour: Tour, hours: float, seen: int, until: Progress, backlog: Callable[[], int]) -> int:
     """Run the steps when due and print status changes until `hours`; the last change seen."""
-    pending = sorted(
-        ((s.name, step) for s in SCENARIOS if s.name in tour.ids for step in s.steps),
-        key=lambda item: item[1].hour,
-    )
+    scripted = [(s.name, step) for s in SCENARIOS if s.name in tour.ids for step in s.steps]
+    pending = sorted(scripted + [(OUTAGE_NAME, step) for step in OUTAGE], key=lambda i: i[1].hour)
     stop = threading.Event()
     while tour.hours() < hours and not until(tour.reached):
         ready = [item for item in pending if _ready(tour, *item)]
@@ -343,6 +398,7 @@ def _play(tour: Tour, hours: float, seen: int, until: Progress, backlog: Callabl
         for name, step in ready:
             _run(tour, name, step)
         seen = _print_changes(tour, seen)
+        _print_notices(tour)
         _note_syncs(tour)
         _keep_pace(tour.runtime.clock, backlog())
         stop.wait(PRINT_EVERY_S)
@@ -357,6 +413,7 @@ def _ready(tour: Tour, name: str, step: Step) -> bool:
         step.hour <= tour.hours()
         and (not step.after_first_sync or name in tour.synced)
         and (step.after is None or step.after in tour.reached.get(name, ()))
+        and (step.when is None or step.when(tour))
     )
 
 
@@ -390,6 +447,29 @@ def _print_changes(tour: Tour, after: int) -> int:
         )
         click.echo(f"{tour.stamp(row.at)}  {label(name):<{LABEL_WIDTH}} {move:<36} {why}")
     return rows[-1].id if rows else after
+
+
+def _print_notices(tour: Tour) -> None:
+    """Print the health events (incidents, lateness) not printed yet, oldest first."""
+    names = {v: k for k, v in tour.ids.items()}
+    with tour.runtime.sessions() as session:
+        rows = session.scalars(
+            select(OutboxEvent)
+            .where(OutboxEvent.kind.in_(list(NOTICES)))
+            .order_by(OutboxEvent.created_at)
+        ).all()
+    for row in rows:
+        if row.id in tour.noticed:
+            continue
+        tour.noticed.add(row.id)
+        data = row.payload
+        if row.integration_id is None:
+            who = str(data.get("provider"))
+            detail = f" ({data.get('kind')}: {data.get('integrationsFailing')} of "
+            detail += f"{data.get('integrationsSeen')} integrations failing)"
+        else:
+            who, detail = label(names.get(str(row.integration_id), "?")), ""
+        click.echo(f"{tour.stamp(row.created_at)}  {who}: {NOTICES[row.kind]}{detail}")
 
 
 def _endings(tour: Tour) -> tuple[Ending, ...]:

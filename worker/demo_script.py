@@ -66,6 +66,8 @@ class Stage(Protocol):
 
     def operator_action(self, action: str, name: str, **kwargs: Any) -> None: ...
     def api_request(self, name: str) -> None: ...
+    def has_synced(self, name: str) -> bool: ...
+    def incident_open(self, provider: Provider) -> bool: ...
     def webhook(self, name: str, delivery: Delivery, *, secret: str) -> None: ...
 
 
@@ -83,6 +85,8 @@ class Step:
     action: Callable[[Stage], object]
     after: Status | None = None  # a status the integration must have reached
     after_first_sync: bool = False
+    # Anything else the step waits for (the fleet's outage waits for its first syncs).
+    when: Callable[[Stage], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -264,7 +268,8 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         _woocommerce_store,
         (
             Step(20, "the store answers 503", _store_down, after_first_sync=True),
-            Step(34, "the store is back", _store_back, after=Status.SYNC_FAILING),
+            # Down for a day: past twice its interval without a success, it turns late.
+            Step(44, "the store is back", _store_back, after=Status.SYNC_FAILING),
         ),
     ),
     Scenario(
@@ -309,6 +314,50 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         configurations={"stale_after_hours": 72},
         on_created=Step(0, "a webhook event arrives", _first_webhook),
     ),
+)
+
+
+# A provider incident (SPEC §11): a fleet of Stripe customers whose keys the provider
+# rejects all at once for two days. One incident event instead of ten alarms, and no key
+# expires for it: the fleet's failures inside the incident count toward nothing.
+FLEET: Final = tuple(f"fleet-{n:02d}" for n in range(1, 11))
+OUTAGE_NAME: Final = "stripe outage"
+
+
+def _fleet_key(name: str) -> str:
+    return f"sk_test_demo_{name.replace('-', '_')}"
+
+
+def fleet_accounts(fakes: Fakes) -> dict[str, dict[str, str]]:
+    """Open each fleet customer's Stripe account; its credentials by name."""
+    for name in FLEET:
+        fakes.stripe.add_account(_fleet_key(name), customers=5)
+    return {name: {"secret_key": _fleet_key(name)} for name in FLEET}
+
+
+def _outage(stage: Stage) -> None:
+    for name in FLEET:
+        stage.fakes.stripe.fail_next(FOREVER, 401, credential=_fleet_key(name))
+
+
+def _outage_over(stage: Stage) -> None:
+    for name in FLEET:
+        stage.fakes.stripe.clear_script(credential=_fleet_key(name))
+
+
+def _fleet_synced(stage: Stage) -> bool:
+    return all(stage.has_synced(name) for name in FLEET)
+
+
+OUTAGE: Final[tuple[Step, ...]] = (
+    Step(
+        60,
+        "stripe answers 401 to every key of the fleet: an outage at stripe",
+        _outage,
+        when=_fleet_synced,
+    ),
+    # Two days on, and not before the outage was seen for what it is.
+    Step(110, "stripe recovers", _outage_over, when=lambda s: s.incident_open(Provider.STRIPE)),
 )
 
 

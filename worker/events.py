@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
@@ -33,6 +33,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.notices import LATE_EVENT, NOTIFY_EVENTS
 from models.schema import OutboxEvent
 from models.status import Status
 from worker.backoff import Backoff
@@ -56,6 +57,8 @@ BACKOFF_CAP: Final = timedelta(hours=6)
 EVENT_BACKOFF: Final = Backoff(BACKOFF_BASE.total_seconds(), BACKOFF_CAP.total_seconds(), floor=0.5)
 # The statuses a team is notified of: the customer must act (credentials) or engineering must (QA).
 NOTIFY_STATUSES: Final = frozenset({Status.QUALITY_ASSURANCE, Status.CREDENTIALS_INVALID})
+# Statuses that look healthy: lateness is the only sign that one of these is not.
+SILENT_STATUSES: Final = frozenset({Status.ACTIVE, Status.SYNC_WARNINGS})
 LOG_SINK_NAME: Final = "log"
 # last_error keeps the start of the story; the full one is in the worker's log.
 MAX_ERROR_CHARS: Final = 1000
@@ -96,9 +99,22 @@ class LogSink:
     name: Final = LOG_SINK_NAME
 
     def send(self, event: Event) -> None:
-        emit = log.warning if event.data.get("toStatus") in NOTIFY_STATUSES else log.info
+        emit = log.warning if notifies(event.kind, event.data) else log.info
         fields = {snake_case(key): value for key, value in event.data.items()}
         emit(event.kind, event_id=str(event.id), **fields)
+
+
+def notifies(kind: str, data: Mapping[str, Any]) -> bool:
+    """Whether an event is one a team is told about (the log sink writes it at WARNING).
+
+    Status changes to QA or `credentials_invalid`, provider incidents, recovered
+    credentials, and lateness only where the status does not already tell the story:
+    a late integration that looks `active` is the silent failure lateness exists for,
+    while one failing on auth was announced by its status change already.
+    """
+    if kind == LATE_EVENT:
+        return data.get("status") in SILENT_STATUSES
+    return kind in NOTIFY_EVENTS or data.get("toStatus") in NOTIFY_STATUSES
 
 
 _WORD_START: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final, Literal, overload
 
 import structlog
@@ -35,6 +36,10 @@ from models import queries
 from models.changes import Change
 from models.db import as_uuid, lock_integration
 from models.errors import IntegrationNotFound, InvalidValue, SyncsPaused
+from models.explain import Explanation, Timing, explain
+from models.health import Fields, Lateness, LatenessRule, interval_of, lateness_of
+from models.incidents import IncidentDto, incident_dto, recent_incidents
+from models.resync import resync
 from models.schema import Environment, Integration
 from models.serializers import (
     API_VIEW_COLUMNS,
@@ -75,6 +80,7 @@ View = Literal["api", "dto"]
 # What `syncworker integrations show` and the API's detail read by default.
 HISTORY_LIMIT: Final = 20
 RUNS_LIMIT: Final = 10
+INCIDENTS_LIMIT: Final = 20
 
 
 @dataclass(frozen=True)
@@ -131,12 +137,10 @@ class Operator:
                 )
             if row is None:
                 raise IntegrationNotFound(integration_id)
-            return integration_api_view(row)
+            return integration_api_view(row, lateness=self.lateness(row))
         with self._runtime.sessions() as session:
             integration = self._find(session, integration_id)
-            return (
-                integration_dto(integration) if view == "dto" else integration_api_view(integration)
-            )
+            return self._view(integration, view)
 
     def states(self, integration_id: str) -> IntegrationStates:
         """How syncing stands (seed 002's states endpoint): statuses and the last sync."""
@@ -182,8 +186,46 @@ class Operator:
         with self._runtime.sessions() as session:
             page = queries.list_integrations(session, query, after=after, limit=limit, only=only)
             if view == "dto":
-                return queries.Page([integration_dto(i) for i in page.items], page.next_cursor)
-            return queries.Page([integration_api_view(i) for i in page.items], page.next_cursor)
+                dtos = [integration_dto(i, lateness=self.lateness(i)) for i in page.items]
+                return queries.Page(dtos, page.next_cursor)
+            views = [integration_api_view(i, lateness=self.lateness(i)) for i in page.items]
+            return queries.Page(views, page.next_cursor)
+
+    def explain(self, integration_id: str) -> Explanation:
+        """Why the integration has its status, what happens next and when (SPEC §11)."""
+        settings = self._runtime.settings
+        with self._runtime.sessions() as session:
+            integration = self._find(session, integration_id)
+            timing = Timing(
+                self._runtime.clock.now(),
+                interval_of(integration, settings.intervals()),
+                settings.lateness_rule(),
+            )
+            return explain(session, integration, timing)
+
+    def incidents(self, *, limit: int = INCIDENTS_LIMIT) -> list[IncidentDto]:
+        """Provider incidents, newest first, open and closed (SPEC §11)."""
+        with self._runtime.sessions() as session:
+            return [incident_dto(i) for i in recent_incidents(session, limit=limit)]
+
+    @property
+    def lateness_rule(self) -> LatenessRule:
+        """When an integration counts as late, and overdue (SPEC §11)."""
+        return self._runtime.settings.lateness_rule()
+
+    def lateness(self, integration: Fields) -> Lateness:
+        """The integration's health flag now (SPEC §11), from its interval and the clock."""
+        settings = self._runtime.settings
+        interval = interval_of(integration, settings.intervals())
+        return lateness_of(
+            integration, interval, now=self._runtime.clock.now(), rule=settings.lateness_rule()
+        )
+
+    def _view(self, integration: Integration, view: View) -> IntegrationApiView | IntegrationDto:
+        lateness = self.lateness(integration)
+        if view == "dto":
+            return integration_dto(integration, lateness=lateness)
+        return integration_api_view(integration, lateness=lateness)
 
     def history(self, integration_id: str, *, limit: int = HISTORY_LIMIT) -> list[StatusChangeDto]:
         """The integration's status changes, newest first."""
@@ -399,6 +441,56 @@ class Operator:
             secret=secret,
             now=self._runtime.clock.now(),
         )
+
+    def resync(
+        self, integration_id: str, *, stream: str | None = None, backfill: bool = False
+    ) -> ActionResult:
+        """Restart a stream (or all) from scratch, or re-read the provider's lookback window.
+
+        Stored records stay; the next sync upserts over them. Raises SyncInProgress while a
+        sync runs, InvalidValue for a stream the provider lacks or a backfill it has none for.
+        """
+        now = self._runtime.clock.now()
+        with self._runtime.sessions() as session, session.begin():
+            integration = self._find(session, integration_id, lock=True)
+            provider = integration.provider_enum
+            streams = self._streams(provider, stream)
+            lookback = self._lookback(provider) if backfill else None
+            done = resync(session, integration, streams=streams, now=now, lookback=lookback)
+            status = integration.status_enum
+            if status in SYNCING_STATUSES:
+                integration.next_sync_at = now
+        subject = f"integration {integration.id}"
+        told = [f"{', '.join(done.from_scratch)} restart from scratch"] if done.from_scratch else []
+        if done.rewound:
+            window = f"{lookback.total_seconds() / 86_400:g} days" if lookback else ""
+            told.append(f"{', '.join(done.rewound)} re-read over the last {window}")
+        what = f"{subject}: {'; '.join(told) or 'nothing stored to restart'}"
+        if status not in SYNCING_STATUSES:
+            return ActionResult(True, f"{what}; syncs are paused ({status}) until it resumes")
+        if self._request_sync is not None and self._publish(self._request_sync, integration.id):
+            return ActionResult(True, f"{what}; sync queued")
+        return ActionResult(True, f"{what}; the next beat tick dispatches its sync")
+
+    def _streams(self, provider: Provider, stream: str | None) -> tuple[str, ...]:
+        # Every connector is an HttpConnector with its streams; the protocol does not say so.
+        known: tuple[str, ...] = tuple(getattr(self._runtime.connector(provider), "streams", ()))
+        if stream is None:
+            return known
+        if stream not in known:
+            raise InvalidValue(
+                f"{provider.value} has no stream {stream!r}; expected one of: {', '.join(known)}"
+            )
+        return (stream,)
+
+    def _lookback(self, provider: Provider) -> timedelta:
+        lookback = self._runtime.settings.providers[provider].lookback
+        if lookback is None:
+            raise InvalidValue(
+                f"{provider.value} has no backfill lookback window; resync without --backfill "
+                "restarts from scratch"
+            )
+        return lookback
 
     def sync_inline(self, integration_id: str) -> Finished | Skipped:
         """Run one sync in this process, for debugging one integration."""

@@ -3,7 +3,8 @@
 One view answers "is it working?": how many integrations stand in each status and
 at each provider, how many sync messages wait on each queue, which syncs run and
 which are stuck (their lease lapsed and the reaper has not closed them yet), when
-each provider's beat tick last ran and when each sweep last ran. The CLI's
+each provider's beat tick last ran and when each sweep last ran, and the provider
+incidents open now or closed recently (SPEC §11). The CLI's
 `syncworker status` and the API's overview both show it.
 """
 
@@ -17,14 +18,24 @@ from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
+from models.incidents import incident_dto, recent_incidents
 from models.integrations import count_by_status_and_provider
 from models.schema import SchedulerMark, SyncRun
 from models.status import Status
 from scheduler.marks import marks
 from worker.runtime import Runtime
 
-SWEEPS: Final = ("auth_escalation", "dev_inactivity", "reap_abandoned")
+SWEEPS: Final = (
+    "auth_escalation",
+    "dev_inactivity",
+    "reap_abandoned",
+    "lateness",
+    "incidents",
+    "recovery_probes",
+    "report_backfill",
+)
 STUCK_SHOWN: Final = 10  # the oldest stuck runs listed; the count covers them all
+INCIDENTS_SHOWN: Final = 10  # the newest provider incidents, open or closed
 
 
 def overview(
@@ -44,12 +55,16 @@ def overview(
             p.value: _mark(recorded.get(f"tick:{p.value}"), now) for p in runtime.settings.providers
         }
         sweeps = {name: _mark(recorded.get(f"sweep:{name}"), now) for name in SWEEPS}
+        incidents = [incident_dto(i) for i in recent_incidents(session, limit=INCIDENTS_SHOWN)]
     providers = {
         provider.value: {
             "queue": policy.queue,
             "depth": depths.get(policy.queue),
             "integrations": integrations["byProvider"].get(provider.value, 0),
             "lastTick": ticks[provider.value],
+            "incident": next(
+                (i for i in incidents if i["provider"] == provider.value and i["open"]), None
+            ),
         }
         for provider, policy in runtime.settings.providers.items()
     }
@@ -62,6 +77,7 @@ def overview(
         "providers": providers,
         "syncs": syncs,
         "sweeps": sweeps,
+        "incidents": incidents,
     }
 
 

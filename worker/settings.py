@@ -23,6 +23,8 @@ from typing import Any, Final
 
 from models.credentials import Keyring
 from models.errors import CredentialKeyError, InvalidValue
+from models.health import LatenessRule
+from models.incidents import IncidentRule
 from models.status import Provider
 from scheduler.providers import DEFAULT_POLICIES, ProviderPolicy, resolve_policies
 from worker.connectors.bodies import MIB
@@ -195,6 +197,32 @@ class Settings:
     task_events: bool = field(default=False, metadata=env("TASK_EVENTS", FLAG))
     # Ping each pooled database connection before use (see models.db.make_engine).
     db_pre_ping: bool = field(default=False, metadata=env("DB_PRE_PING", FLAG))
+    # Health beyond status (SPEC §11; README "Health"). Lateness: sync intervals without a
+    # success after which an integration is late, and overdue.
+    late_after: float = field(default=2.0, metadata=env("LATE_AFTER", number(1, 1000, "x")))
+    overdue_after: float = field(default=5.0, metadata=env("OVERDUE_AFTER", number(1, 1000, "x")))
+    # Provider incidents: the sliding window, the share of at least `incident_min` of one
+    # provider's integrations failing the same way in it, and the interval stretch meanwhile.
+    incident_window_s: int = field(
+        default=3600, metadata=env("INCIDENT_WINDOW", whole(60, 7 * 86_400, " s"))
+    )
+    incident_share: float = field(default=0.5, metadata=env("INCIDENT_SHARE", number(0.01, 1)))
+    incident_min: int = field(default=10, metadata=env("INCIDENT_MIN", whole(2, 1_000_000)))
+    incident_backoff: float = field(
+        default=6.0, metadata=env("INCIDENT_BACKOFF", number(1, 1000, "x"))
+    )
+
+    # Recovery probes of `credentials_invalid` (worker.recovery): how often each is tried,
+    # and whether credentials that work again move it back to active (off: seed 002 pauses
+    # syncs until new credentials arrive; the probe then only announces the recovery).
+    probe_interval_s: int = field(
+        default=86_400, metadata=env("PROBE_INTERVAL", whole(3600, 30 * 86_400, " s"))
+    )
+    recover_credentials: bool = field(default=False, metadata=env("RECOVER_CREDENTIALS", FLAG))
+    # `syncworker health` fails once a queue's oldest message waited longer than this.
+    health_max_queue_age_s: int = field(
+        default=900, metadata=env("HEALTH_MAX_QUEUE_AGE", whole(1, 7 * 86_400, " s"))
+    )
     # One sync's wall-clock deadline and request budget (worker.connectors.limits); the
     # deadline is clipped below the task's time limit (`sync_limits`).
     sync_deadline_s: int = field(
@@ -217,6 +245,7 @@ class Settings:
     allow_loopback_hosts: bool = field(default=False, metadata=env("ALLOW_LOOPBACK_HOSTS", FLAG))
 
     def __post_init__(self) -> None:
+        self.lateness_rule()  # raises on inconsistent thresholds
         longest_live = self.task_time_limit_s + self.max_retry_delay_s
         if self.visibility_timeout_s <= longest_live:
             raise InvalidValue(
@@ -257,6 +286,28 @@ class Settings:
     @property
     def lease_ttl_real(self) -> timedelta:
         return timedelta(seconds=self.lease_ttl_s)
+
+    def lateness_rule(self) -> LatenessRule:
+        """The lateness thresholds; raises InvalidValue unless late < overdue."""
+        try:
+            return LatenessRule(self.late_after, self.overdue_after)
+        except InvalidValue:
+            raise InvalidValue(
+                f"{PREFIX}LATE_AFTER ({self.late_after}) must be below "
+                f"{PREFIX}OVERDUE_AFTER ({self.overdue_after})"
+            ) from None
+
+    def incident_rule(self) -> IncidentRule:
+        return IncidentRule(
+            timedelta(seconds=self.incident_window_s),
+            self.incident_share,
+            self.incident_min,
+            self.incident_backoff,
+        )
+
+    def intervals(self) -> dict[Provider, timedelta]:
+        """Each provider's sync interval."""
+        return {provider: policy.interval for provider, policy in self.providers.items()}
 
     @property
     def lease_ttl(self) -> timedelta:
@@ -347,11 +398,12 @@ PROVIDER_SETTINGS: Final[dict[str, tuple[str, Parser]]] = {
     "RATE": ("rate_per_s", number(0.001, 10_000, " requests/s")),
     "BURST": ("burst", whole(1, 100_000)),
     "BASE_URL": ("base_url", url("http", "https")),
+    "LOOKBACK": ("lookback", duration(3600, 365 * 86_400)),
 }
 
 
 def _provider_overrides(environ: Mapping[str, str]) -> dict[Provider, dict[str, Any]]:
-    """Per-provider overrides: SYNCWORKER_<PROVIDER>_{INTERVAL,QUEUE,RATE,BURST,BASE_URL}."""
+    """Per-provider overrides: SYNCWORKER_<PROVIDER>_<SUFFIX> for each PROVIDER_SETTINGS."""
     overrides: dict[Provider, dict[str, Any]] = {}
     for provider in Provider:
         for suffix, (attribute, parser) in PROVIDER_SETTINGS.items():

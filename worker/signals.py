@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from models.errors import SyncWorkerError
 from scheduler.beat import SYNC_TASK
 from worker import metrics, startup
+from worker.liveness import LivenessCollector
 from worker.logs import configure_logging
 from worker.outages import database_address
 from worker.queues import prune_bindings, queue_depths
@@ -135,6 +136,7 @@ def _connect_metrics(app: Celery) -> None:
         collectors = [
             metrics.IntegrationsCollector(runtime_of(app).sessions),
             metrics.QueueDepthCollector(lambda: queue_depths(app)),
+            LivenessCollector(runtime_of(app), app),
         ]
         try:
             served.append(metrics.serve(port, collectors, addr=settings.metrics_bind_address))

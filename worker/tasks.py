@@ -35,6 +35,7 @@ from worker import redis_keys
 from worker.backoff import Backoff
 from worker.connectors.errors import TransientError
 from worker.events import deliver_due
+from worker.liveness import expected_every
 from worker.metrics import RETRIED, provider_of_queue, record_dispatch, record_sync
 from worker.runtime import publisher_of, runtime_of, settings_of
 from worker.settings import Settings
@@ -103,7 +104,8 @@ def _register_ticks(app: Celery) -> None:
         record_dispatch(report)
         figures = {"dispatched": report.dispatched, "max_lag_s": round(report.max_lag_s, 3)}
         with runtime.sessions() as session, session.begin():
-            mark(session, f"tick:{provider}", now=runtime.clock.now(), **figures)
+            name = f"tick:{provider}"
+            mark(session, name, now=runtime.clock.now(), every=expected_every(app, name), **figures)
         if report.dispatched:
             log.info("dispatch.tick", provider=provider, **figures)
         return figures
@@ -147,7 +149,7 @@ def _sweep(app: Celery, name: str, rule: Callable[..., list[Any]]) -> int:
         if len(done) < SWEEP_BATCH:
             break
     with runtime.sessions() as session, session.begin():
-        mark(session, name, now=runtime.clock.now(), changed=total)
+        mark(session, name, now=runtime.clock.now(), every=expected_every(app, name), changed=total)
     if total:
         log.info("sweep.done", sweep=name, changed=total)
     return total

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from api.page.actions import ACTIONS, available
 from api.page.guard import SignedIn, operator_of
+from api.page.health import health_context
 from api.page.render import render
 from models.queries import IntegrationQuery
 from models.status import API_STATUS, ApiStatus, Provider, Status, parse_enum
@@ -104,6 +105,7 @@ def integration(
         refresh=refresh,
         history_limit=HISTORY_LIMIT,
         runs_limit=RUNS_LIMIT,
+        **health_context(request, dto),
     )
 
 

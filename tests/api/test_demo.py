@@ -23,7 +23,7 @@ from models.status import Status
 from tests.api.conftest import Api
 from tests.worker.conftest import restore_logging  # noqa: F401 - the fixture, used below
 from worker.demo import run_tour
-from worker.demo_script import SCENARIOS
+from worker.demo_script import FLEET, SCENARIOS
 from worker.operator import Operator
 from worker.runtime import Runtime
 
@@ -78,7 +78,7 @@ def _statuses_on_the_list(page: ServedPage) -> set[str]:
         listing = client.post(form.url, data={"key": page.key, "csrf_token": token, "next": "/ui/"})
     assert listing.status_code == 200, listing.text
     names = re.findall(r'<a href="/ui/integrations/[^"]+">([^<]+)</a>', listing.text)
-    assert set(names) <= {s.name for s in SCENARIOS}
+    assert set(names) <= {s.name for s in SCENARIOS} | set(FLEET)
     return set(re.findall(ROW_STATUS, listing.text))
 
 

@@ -13,7 +13,7 @@ from models.status import Provider, Status, SyncOutcome
 from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api, Sync
 
 SEED_003_FIELDS = {"id", "workspaceId", "provider", "status", "dataLastReceivedAt"}
-VIEW_FIELDS = SEED_003_FIELDS | {"createdAt", "updatedAt", "setupStatus", "qaStatus"}
+VIEW_FIELDS = SEED_003_FIELDS | {"createdAt", "updatedAt", "setupStatus", "qaStatus", "lateness"}
 SECRET = "sk_test_ApiNeverEchoesThis0001"
 
 

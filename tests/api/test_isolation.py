@@ -55,6 +55,9 @@ CASES: Final[dict[tuple[str, str], Case]] = {
     ("GET", f"{ONE}/history"): Case("operator"),
     ("GET", f"{ONE}/runs"): Case("operator"),
     ("GET", "/v1/overview"): Case("operator"),
+    ("GET", f"{ONE}/explain"): Case("integration"),
+    ("POST", f"{ONE}/resync"): Case("integration"),
+    ("GET", "/v1/incidents"): Case("operator"),
     ("POST", "/v1/webhooks/{provider}/{integration_id}"): Case("public"),
 }
 # Not the API's: the schema, its docs page, the redirect to the page, and the page itself

@@ -5,7 +5,7 @@
 against, so every seed type must be a schema component of the same name, every field
 present with the same type, the same requiredness and the same description, and every
 string union the same enum. `WorkspaceIntegration` may add only SPEC §4's two sync-view
-details.
+details and SPEC §11's lateness flag.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from models.status import ApiStatus, Provider
 from tests.api.conftest import Api
 
 SEED: Final = Path(__file__).parent / "seeds" / "003_integrations_data_structures.txt"
-# SPEC §4: the API view is seed 003's WorkspaceIntegration plus two sync-view details.
-ALLOWED_EXTRAS: Final = {"WorkspaceIntegration": {"setupStatus", "qaStatus"}}
+# SPEC §4: the API view is seed 003's WorkspaceIntegration plus two sync-view details;
+# SPEC §11 adds the lateness flag beside the status.
+ALLOWED_EXTRAS: Final = {"WorkspaceIntegration": {"setupStatus", "qaStatus", "lateness"}}
 SCALARS: Final = {"string": "string", "boolean": "boolean", "number": "number"}
 
 _INTERFACE = re.compile(r"interface (\w+) \{(.*?)\}", re.S)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.changes import Change
 from models.clock import ManualClock
+from models.health import Lateness
 from models.integrations import configure_filters, deactivate, delete, resolve_qa
 from models.schema import Integration, StatusChange, SyncRun
 from models.serializers import (
@@ -48,14 +49,15 @@ SPEC_VIEWS = {
 
 DTO_KEYS = {
     "id", "environmentId", "organizationId", "name", "identifier", "providerId", "status",
-    "apiStatus", "setupStatus", "qaStatus", "active", "deleted", "deletedAt", "deletedBy",
-    "primary", "conditions", "configurations", "filters", "credentials", "dataLastReceivedAt",
+    "apiStatus", "setupStatus", "qaStatus", "lateness", "active", "deleted", "deletedAt",
+    "deletedBy", "primary", "conditions", "configurations", "filters", "credentials",
+    "dataLastReceivedAt",
     "lastApiRequestAt", "statusChangedAt", "authFailingSince", "nextSyncAt", "createdAt",
     "updatedAt",
 }  # fmt: skip
 API_VIEW_KEYS = {
     "id", "workspaceId", "provider", "status", "dataLastReceivedAt", "createdAt", "updatedAt",
-    "setupStatus", "qaStatus",
+    "setupStatus", "qaStatus", "lateness",
 }  # fmt: skip
 
 CAMEL_CASE = re.compile(r"^[a-z]+(?:[A-Z][a-z0-9]*)*$")
@@ -83,7 +85,9 @@ def sync_once(
 
 
 def views(integration: Integration) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-    return integration_dto(integration), integration_api_view(integration)
+    return integration_dto(integration, lateness=Lateness.ON_TIME), integration_api_view(
+        integration, lateness=Lateness.ON_TIME
+    )
 
 
 def assert_iso_utc(value: object) -> None:
@@ -121,7 +125,7 @@ def test_setup_status_is_incomplete_while_in_setup(make_integration: Integration
     integration = make_integration(filters={})
     for view in views(integration):
         assert (view["setupStatus"], view["qaStatus"]) == ("incomplete", None)
-    assert integration_api_view(integration)["status"] == "not_connected"
+    assert integration_api_view(integration, lateness=Lateness.ON_TIME)["status"] == "not_connected"
 
 
 def test_setup_status_stays_incomplete_when_deactivated_before_filters_were_set(
@@ -130,7 +134,12 @@ def test_setup_status_stays_incomplete_when_deactivated_before_filters_were_set(
     integration = make_integration(filters={})
     with sessions() as session, session.begin():
         deactivate(session, integration.id, now=clock.now(), actor="user-1")
-    assert integration_api_view(load(sessions, integration.id))["setupStatus"] == "incomplete"
+    assert (
+        integration_api_view(load(sessions, integration.id), lateness=Lateness.ON_TIME)[
+            "setupStatus"
+        ]
+        == "incomplete"
+    )
 
 
 def test_setup_status_is_first_sync_pending_once_filters_are_set(
@@ -221,9 +230,9 @@ def test_views_never_contain_the_ciphertext_only_whether_credentials_are_present
 
 
 def test_dto_says_no_credentials_when_there_are_none(make_integration: IntegrationFactory) -> None:
-    assert integration_dto(make_integration(credentials_sealed=None))["credentials"] == {
-        "present": False
-    }
+    assert integration_dto(make_integration(credentials_sealed=None), lateness=Lateness.ON_TIME)[
+        "credentials"
+    ] == {"present": False}
 
 
 def test_deleted_integration_shows_deleted_by_whom_and_when(

@@ -17,7 +17,11 @@ from scheduler.beat import (
     DEV_INACTIVITY_TASK,
     DISPATCH_TASK,
     ESCALATE_TASK,
+    INCIDENTS_TASK,
+    LATENESS_TASK,
     REAP_TASK,
+    RECOVERY_PROBES_TASK,
+    REPORT_BACKFILL_TASK,
     Cadence,
     build_schedule,
 )
@@ -33,6 +37,10 @@ MAINTENANCE = {
     "sweep-dev-inactivity": DEV_INACTIVITY_TASK,
     "sweep-reap-abandoned": REAP_TASK,
     "deliver-events": DELIVER_TASK,
+    "sweep-lateness": LATENESS_TASK,
+    "sweep-incidents": INCIDENTS_TASK,
+    "sweep-recovery-probes": RECOVERY_PROBES_TASK,
+    "sweep-report-backfill": REPORT_BACKFILL_TASK,
 }
 
 

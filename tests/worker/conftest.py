@@ -1,4 +1,5 @@
-"""Fixtures for worker tests: the production logging pipeline, captured and then undone."""
+"""Fixtures for worker tests: the production logging pipeline, captured and then undone,
+and settings over the test database."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from sqlalchemy import Engine
 
+from models.credentials import Keyring
 from worker.logs import QUIET_LOGGERS, configure_logging
+from worker.settings import Settings
 
 LogLines = Callable[[], list[dict[str, Any]]]
 
@@ -64,3 +69,15 @@ def json_logs(captured_stderr: Callable[[str], io.StringIO]) -> LogLines:
     """The worker's log lines so far, parsed."""
     stderr = captured_stderr("auto")
     return lambda: [json.loads(line) for line in stderr.getvalue().splitlines()]
+
+
+def worker_settings(engine: Engine, data_dir: Path, **env: str) -> Settings:
+    """Settings over the test database with a fresh credential key; `env` adds SYNCWORKER_*."""
+    return Settings.from_env(
+        {
+            "SYNCWORKER_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+            "SYNCWORKER_DATA_DIR": str(data_dir),
+            "SYNCWORKER_CREDENTIAL_KEYS": f"t:{Keyring.generate_key()}",
+            **env,
+        }
+    )

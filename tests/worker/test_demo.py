@@ -14,11 +14,16 @@ import pytest
 
 from models.status import Provider, Status
 from worker.demo import label, run_tour
+from worker.demo_script import FLEET
 
 SPEED = 200_000.0
 # The tour stops once every story is told, after about 400 simulated hours (7 s); a slow
 # machine's run is cut at 1400 (25 s), before busy-dev's daily API requests end.
 HOURS = 1400.0
+# The incident's story: the outage starts at hour 60 at the soonest and the incident
+# closes a day or two after stripe recovers (hour 110 at the soonest).
+INCIDENT_SPEED = 20_000.0
+INCIDENT_HOURS = 1400.0
 
 A, W, F, Q = Status.ACTIVE, Status.SYNC_WARNINGS, Status.SYNC_FAILING, Status.QUALITY_ASSURANCE
 # Each scenario's story: every status its integration moves to, in order.
@@ -59,5 +64,30 @@ def test_tour_shows_all_nine_statuses_and_ends_every_story_as_told(
     story, table = printed.out.split("where everything ended up:")
     changes = [line for line in story.splitlines() if " -> " in line]
     assert changes
-    assert all(any(f"  {label(name)} " in line for name in STORIES) for line in changes)
+    names = [*STORIES, *FLEET]
+    assert all(any(f"  {label(name)} " in line for name in names) for line in changes)
     assert sorted(line.split()[0] for line in table.strip().splitlines()) == sorted(STORIES)
+
+
+def test_tour_shows_a_provider_incident_and_a_late_integration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    # when the tour runs (on a slower clock: the incident sweep must see the outage well
+    # within the 72 hours a key needs to expire) until the incident has closed again
+    printed: list[str] = []
+
+    def incident_over(_: Mapping[str, Sequence[Status]]) -> bool:
+        printed.append(capsys.readouterr().out)
+        return "provider incident closed" in "".join(printed)
+
+    run_tour(tmp_path / "demo", speed=INCIDENT_SPEED, hours=INCIDENT_HOURS, until=incident_over)
+
+    # then one incident event for the fleet, a late flaky store, and no fleet key expired
+    out = "".join(printed) + capsys.readouterr().out
+    lines = out.splitlines()
+    opened = [line for line in lines if "provider incident opened" in line]
+    assert len(opened) == 1 and "stripe: provider incident opened (auth: " in opened[0]
+    assert any("stripe: provider incident closed" in line for line in lines), out
+    assert any(f"{label('flaky')}: late" in line for line in lines)
+    fleet_moves = [line for line in lines if "fleet-" in line and " -> " in line]
+    assert not any("credentials_invalid" in line for line in fleet_moves)

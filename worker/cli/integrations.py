@@ -75,12 +75,13 @@ def _listing(found: Sequence[IntegrationDto]) -> str:
             "provider": dto["providerId"],
             "status": dto["status"],
             "api status": dto["apiStatus"],
+            "health": dto["lateness"],
             "next sync": _at(dto["nextSyncAt"]),
             "last data": _at(dto["dataLastReceivedAt"]),
         }
         for dto in found
     ]
-    columns = ["id", "name", "provider", "status", "api status", "next sync", "last data"]
+    columns = ["id", "name", "provider", "status", "api status", "health", "next sync", "last data"]
     return table(rows, columns)
 
 
@@ -122,6 +123,7 @@ def _summary(dto: IntegrationDto) -> str:
             f"{dto['status']} (api {dto['apiStatus']}, setup {dto['setupStatus']}, "
             f"qa {dto['qaStatus'] or '-'})",
         ),
+        ("health", dto["lateness"]),
         ("environment", f"{dto['environmentId']} (organization {dto['organizationId']})"),
         ("identifier", dto["identifier"]),
         ("primary", "yes" if dto["primary"] else "no"),

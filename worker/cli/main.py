@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from worker.cli import admin, integrations, run, status
+from worker.cli import admin, health, integrations, run, status
 from worker.cli.context import CliContext, failures
 from worker.logs import configure_logging
 
@@ -20,6 +20,6 @@ def main(ctx: click.Context) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
 
-for _module in (admin, run, integrations, status):
+for _module in (admin, run, integrations, status, health):
     for _command in _module.COMMANDS:
         main.add_command(_command)

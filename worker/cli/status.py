@@ -54,8 +54,29 @@ def dashboard(view: Mapping[str, Any]) -> str:
         + ago(_seconds_since(view["at"], r["leaseExpiresAt"]))
         for r in syncs["stuckRuns"]
     ]
-    lines += ["", _providers(view), "", _sweeps(view)]
+    lines += ["", _providers(view), "", _sweeps(view), "", incidents_text(view["incidents"])]
     return "\n".join(lines)
+
+
+def incidents_text(incidents: list[dict[str, Any]]) -> str:
+    """Provider incidents, newest first: open ones say so, closed ones when they ended."""
+    if not incidents:
+        return "provider incidents: none"
+    rows = [
+        {
+            "provider": i["provider"],
+            "kind": i["kind"],
+            "state": "OPEN" if i["open"] else "closed",
+            "opened": moment(datetime.fromisoformat(i["openedAt"])),
+            "closed": moment(datetime.fromisoformat(i["closedAt"])) if i["closedAt"] else "-",
+            "failing": f"{i['integrationsFailing']}/{i['integrationsSeen']}",
+            "peak": i["peakFailing"],
+            "backoff": f"{i['backoff']:g}x",
+        }
+        for i in incidents
+    ]
+    columns = ["provider", "kind", "state", "opened", "closed", "failing", "peak", "backoff"]
+    return "provider incidents (newest first)\n" + table(rows, columns)
 
 
 def _providers(view: Mapping[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,9 +14,11 @@ from api.page import views
 from api.page.render import code_spans
 from api.page.site import HEADERS
 from api.page.statuses import STATUS_TEXTS
+from models.clock import ManualClock
 from models.status import Status, SyncOutcome
 from scheduler.marks import mark
 from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api, Sync
+from tests.conftest import incident_row
 
 SECRET = "sk_test_PageNeverShowsThis0001"
 
@@ -260,3 +263,62 @@ def test_the_overview_shows_each_sweeps_last_run_and_what_it_changed(
     ran = r"<td>auth_escalation</td><td><time[^>]*>0 s ago</time></td><td>changed 3</td>"
     assert re.search(ran, sweeps)
     assert "<td>dev_inactivity</td><td>never</td><td>-</td>" in sweeps
+
+
+def test_the_list_and_detail_show_lateness_beside_the_status(
+    signed_in: TestClient, api: Api, add_integration: AddIntegration, sync: Sync, clock: ManualClock
+) -> None:
+    integration = add_integration(name="Quiet Co")
+    sync(integration, SyncOutcome.SUCCEEDED)
+    clock.advance(timedelta(minutes=31))  # stripe syncs every 15 minutes: 2x is 30
+
+    listing = signed_in.get("/ui/").text
+    detail = signed_in.get(f"/ui/integrations/{integration}").text
+    api_view = api.client.get(f"/v1/integrations/{integration}", headers=api.headers("operator"))
+
+    assert 'class="lateness lateness-late">late</td>' in listing
+    assert '<dd class="lateness"><strong>late</strong>' in detail
+    assert "late after 2&times; the sync interval" in detail
+    assert api_view.json()["lateness"] == "late"
+    assert api_view.json()["status"] == "connected"
+
+
+def test_the_overview_and_the_detail_show_an_open_provider_incident(
+    signed_in: TestClient, api: Api, add_integration: AddIntegration, clock: ManualClock
+) -> None:
+    integration = add_integration(name="Covered Co")
+    now = clock.now()
+    with api.runtime.sessions() as session, session.begin():
+        session.add(
+            incident_row(
+                now,
+                integrations_seen=30,
+                integrations_failing=29,
+                peak_failing=29,
+                last_seen=30,
+                last_failing=29,
+            )
+        )
+
+    overview = signed_in.get("/ui/overview").text
+    detail = signed_in.get(f"/ui/integrations/{integration}").text
+
+    assert 'class="incident-open"' in overview and "29 / 30 in 60 min" in overview
+    assert '<dd class="incident"><strong>open</strong>' in detail
+    assert "failing on auth for 29 of 30 integrations" in detail
+
+
+def test_the_detail_view_explains_the_status_and_what_comes_next(
+    signed_in: TestClient, add_integration: AddIntegration, sync: Sync
+) -> None:
+    integration = add_integration(name="Explained Co")
+    sync(integration, SyncOutcome.SUCCEEDED)
+    sync(integration, SyncOutcome.FAILED, error="GET /v1/customers: 500 Internal Server Error")
+
+    detail = signed_in.get(f"/ui/integrations/{integration}").text
+
+    assert '<section class="card explain" id="explain">' in detail
+    assert "Why sync failing, and what next" in detail
+    assert "<code>sync_failed</code>: a sync failed (the first sync: QA)" in detail
+    assert "next sync" in detail and "late, unless a sync succeeds first" in detail
+    assert "Last error: <code>GET /v1/customers: 500 Internal Server Error</code>" in detail

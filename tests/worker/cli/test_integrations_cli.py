@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -126,3 +126,20 @@ def test_show_of_an_unknown_id_fails_with_a_one_line_reason(
     assert one_line_error(human) == f"error: integration {integration_id} not found"
     assert machine.exit_code == 1
     assert as_json(machine) == {"ok": False, "message": f"integration {integration_id} not found"}
+
+
+def test_list_and_show_give_each_integration_its_lateness_beside_the_status(
+    invoke: Invoke, make_integration: IntegrationFactory
+) -> None:
+    # the CLI reads the wall clock: a success just now is on time, one at START long overdue
+    fresh = make_integration(name="Fresh", last_success_at=datetime.now(UTC))
+    stale = make_integration(name="Stale", last_success_at=START)
+
+    listed = {i["id"]: i for i in as_json(invoke("integrations", "list", "--json"))}
+    human = invoke("integrations", "show", str(stale.id)).stdout
+
+    assert listed[str(fresh.id)]["lateness"] == "on_time"
+    assert listed[str(stale.id)]["lateness"] == "overdue"
+    assert listed[str(stale.id)]["status"] == "active"
+    assert "health" in invoke("integrations", "list").stdout.splitlines()[0].lower()
+    assert any(line.split() == ["health", "overdue"] for line in human.splitlines())

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.schema import SyncRun
 from scheduler.marks import mark
-from tests.conftest import IntegrationFactory, redis_url
+from tests.conftest import IntegrationFactory, incident_row, redis_url
 from tests.worker.cli.conftest import Invoke, as_json, one_line_error
 from worker.app import create_app
 from worker.cli import status as status_module
@@ -267,3 +267,39 @@ def test_redis_depths_sum_every_priority_list_of_a_queue(tmp_path: Path) -> None
     finally:
         client.delete(queue, *(f"{queue}{REDIS_PRIORITY_SEP}{step}" for step in (3, 6, 9)))
         client.close()
+
+
+def test_status_shows_provider_incidents_open_and_closed(
+    invoke: Invoke, sessions: sessionmaker[Session]
+) -> None:
+    now = datetime.now(UTC)
+    with sessions() as session, session.begin():
+        for provider, opened, closed in (
+            ("stripe", 2, None),
+            ("paddle", 3, now - timedelta(hours=1)),
+        ):
+            session.add(
+                incident_row(
+                    now - timedelta(hours=opened),
+                    provider=provider,
+                    closed_at=closed,
+                    window_start=now - timedelta(hours=4),
+                    evaluated_at=now,
+                    clock_held_until=now,
+                )
+            )
+
+    view = as_json(invoke("status", "--json"))
+    human = invoke("status").stdout
+
+    assert view["providers"]["stripe"]["incident"]["kind"] == "auth"
+    assert view["providers"]["paddle"]["incident"] is None
+    assert [(i["provider"], i["open"]) for i in view["incidents"]] == [
+        ("stripe", True),
+        ("paddle", False),
+    ]
+    stripe_row = next(
+        line for line in human.splitlines() if line.startswith("stripe ") and "OPEN" in line
+    )
+    assert "38/40" in stripe_row and "6x" in stripe_row
+    assert any(line.startswith("paddle ") and "closed" in line for line in human.splitlines())

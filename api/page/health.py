@@ -1,0 +1,30 @@
+"""What the detail view's health section shows beside the status (SPEC §11)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from api.page.guard import operator_of
+from models.serializers import IntegrationDto
+
+
+def health_context(request: Request, integration: IntegrationDto) -> dict[str, Any]:
+    """The explanation, the lateness thresholds and the provider's open incident, if any."""
+    operator = operator_of(request)
+    rule = operator.lateness_rule
+    incident = next(
+        (
+            i
+            for i in operator.incidents()
+            if i["open"] and i["provider"] == integration["providerId"]
+        ),
+        None,
+    )
+    return {
+        "explanation": operator.explain(integration["id"]),
+        "late_after": f"{rule.late_after:g}",
+        "overdue_after": f"{rule.overdue_after:g}",
+        "incident": incident,
+    }

@@ -1,0 +1,256 @@
+"""Beat liveness (SPEC §11): is the beat ticking, are the sweeps on time, is anything stuck?
+
+`check` answers for `syncworker health`, a probe for Kubernetes or cron: each problem
+is one short line, none means healthy.
+
+- the database answers, and the broker does (its queue depths are readable);
+- the beat is not silent: some provider tick ran within `SILENT_AFTER_TICKS` ticks;
+- no sweep is overdue: each ran within `OVERDUE_AFTER_RUNS` of its periods;
+- no queue's oldest message has waited longer than the threshold.
+
+Every job's expected period comes from the app's own beat schedule, scaled by the app
+clock's speed (marks are written in app-clock time; the demo's clock runs fast).
+`LivenessCollector` serves the same facts as metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import redis
+from celery import Celery
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from models.schema import SchedulerMark
+from scheduler.beat import DISPATCH_TASK
+from scheduler.marks import marks
+from worker.publish import SENT_AT_HEADER
+from worker.queues import CONNECT_TIMEOUT_S, SQLA_PREFIXES, queue_depths
+from worker.runtime import Runtime, settings_of
+
+# The beat is silent once no provider ticked for this many tick periods.
+SILENT_AFTER_TICKS: Final = 4
+# A sweep is overdue once it missed this many of its periods in a row.
+OVERDUE_AFTER_RUNS: Final = 3
+
+
+@dataclass(frozen=True)
+class Job:
+    """One beat schedule entry: its mark's name and its period in app-clock time."""
+
+    name: str
+    every: timedelta
+
+    @property
+    def is_tick(self) -> bool:
+        return self.name.startswith("tick:")
+
+
+def jobs(app: Celery) -> list[Job]:
+    """Every scheduled job of the app, named as its task marks it."""
+    speed = settings_of(app).clock_speed
+    found = []
+    for entry in (app.conf.beat_schedule or {}).values():
+        every = timedelta(seconds=float(entry["schedule"]) * speed)
+        task = str(entry["task"])
+        if task == DISPATCH_TASK:
+            found.append(Job(f"tick:{entry['args'][0]}", every))
+        elif ".sweep." in task:
+            found.append(Job(f"sweep:{task.rsplit('.', 1)[1]}", every))
+    return found
+
+
+def expected_every(app: Celery, name: str) -> timedelta | None:
+    """How often the job marked `name` is expected, in app-clock time; None if unscheduled."""
+    return next((job.every for job in jobs(app) if job.name == name), None)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the probe found: problems (empty when healthy) and the facts behind them."""
+
+    problems: tuple[str, ...]
+    facts: Mapping[str, Any]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+def check(runtime: Runtime, app: Celery, *, max_queue_age_s: float) -> Report:
+    """Probe the database, the broker, the beat, the sweeps and the queues."""
+    problems: list[str] = []
+    now = runtime.clock.now()
+    try:
+        with runtime.sessions() as session:
+            recorded = marks(session)
+    except SQLAlchemyError as exc:
+        return Report((f"database unreachable: {_brief(exc)}",), {"database": False})
+    problems += _beat_problems(jobs(app), recorded, now)
+    depths = queue_depths(app)
+    broker = any(depth is not None for depth in depths.values())
+    ages = oldest_ages(app) if broker else {}
+    if not broker:
+        problems.append("broker unreachable: no queue depth could be read")
+    for queue, age in sorted(ages.items()):
+        if age is not None and age > max_queue_age_s:
+            limit = f"{max_queue_age_s:.0f}s"
+            problems.append(f"queue {queue}: oldest message waiting {age:.0f}s (limit {limit})")
+    facts = {"database": True, "broker": broker, "oldestMessageAgeSeconds": ages}
+    return Report(tuple(problems), facts)
+
+
+def _beat_problems(
+    scheduled: Sequence[Job], recorded: Mapping[str, SchedulerMark], now: datetime
+) -> list[str]:
+    problems = []
+    ticks = [job for job in scheduled if job.is_tick]
+    if ticks:
+        newest = max((recorded[j.name].at for j in ticks if j.name in recorded), default=None)
+        silent_after = min(j.every for j in ticks) * SILENT_AFTER_TICKS
+        if newest is None:
+            problems.append("beat silent: no provider tick has ever run")
+        elif now - newest > silent_after:
+            problems.append(f"beat silent: last tick {_seconds(now - newest)} ago")
+    for job in scheduled:
+        if job.is_tick:
+            continue
+        last = recorded.get(job.name)
+        if last is not None and now - last.at > job.every * OVERDUE_AFTER_RUNS:
+            problems.append(
+                f"{job.name} overdue: last ran {_seconds(now - last.at)} ago, "
+                f"every {_seconds(job.every)}"
+            )
+    return problems
+
+
+def oldest_ages(app: Celery) -> dict[str, float | None]:
+    """Seconds the oldest waiting message of each queue has waited; None where unknown."""
+    names = [queue.name for queue in app.conf.task_queues or ()]
+    url = str(app.conf.broker_url or "")
+    if url.startswith(("redis://", "rediss://")):
+        return _redis_ages(url, names)
+    if url.startswith(SQLA_PREFIXES):
+        return _sqla_ages(url.split("+", 1)[1], names)
+    return dict.fromkeys(names)
+
+
+def _redis_ages(url: str, names: Sequence[str]) -> dict[str, float | None]:
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
+    )
+    try:
+        # kombu pushes on the left and pops on the right: the oldest is the last element.
+        oldest = {name: client.lindex(name, -1) for name in names}
+    except (redis.RedisError, OSError):
+        return dict.fromkeys(names)
+    finally:
+        client.close()
+    return {name: _age_of_payload(raw) for name, raw in oldest.items()}
+
+
+def _age_of_payload(raw: Any) -> float | None:
+    if raw is None:
+        return 0.0
+    try:
+        sent = json.loads(raw).get("headers", {}).get(SENT_AT_HEADER)
+    except (ValueError, AttributeError):
+        return None
+    return max(time.time() - float(sent), 0.0) if isinstance(sent, int | float) else None
+
+
+def _sqla_ages(url: str, names: Sequence[str]) -> dict[str, float | None]:
+    try:
+        engine = create_engine(make_url(url))
+    except (ArgumentError, SQLAlchemyError, ImportError):
+        return dict.fromkeys(names)
+    oldest = text(
+        "SELECT m.payload FROM kombu_message m JOIN kombu_queue q ON m.queue_id = q.id "
+        "WHERE q.name = :name AND m.visible = :visible ORDER BY m.id LIMIT 1"
+    )
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("kombu_message"):
+                return dict.fromkeys(names, 0.0)
+            payloads = {
+                name: connection.scalar(oldest, {"name": name, "visible": True}) for name in names
+            }
+    except SQLAlchemyError:
+        return dict.fromkeys(names)
+    finally:
+        engine.dispose()
+    return {name: _age_of_payload(payload) for name, payload in payloads.items()}
+
+
+def _seconds(delta: timedelta) -> str:
+    return f"{delta.total_seconds():.0f}s"
+
+
+def _brief(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+
+
+class LivenessCollector(Collector):
+    """Beat runs, missed runs, period and last-run age per job; the oldest message's age per
+    queue; whether the database and the broker answer. Each `syncworker health` check has
+    its metric: an alert compares a job's age with its period, a queue's age with a limit."""
+
+    def __init__(self, runtime: Runtime, app: Celery) -> None:
+        self._runtime = runtime
+        self._app = app
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # nothing to read at registration: the database is asked when scraped
+
+    def collect(self) -> Iterable[Metric]:
+        runs = GaugeMetricFamily("syncworker_beat_runs", "Recorded runs per job", labels=["job"])
+        missed = GaugeMetricFamily(
+            "syncworker_beat_missed_runs",
+            "Runs a job skipped (expected = runs + missed)",
+            labels=["job"],
+        )
+        age = GaugeMetricFamily(
+            "syncworker_beat_last_run_age_seconds",
+            "App-clock seconds since each job ran",
+            labels=["job"],
+        )
+        try:
+            with self._runtime.sessions() as session:
+                recorded = marks(session)
+        except SQLAlchemyError:
+            return [GaugeMetricFamily("syncworker_database_up", "Database answers", value=0)]
+        now = self._runtime.clock.now()
+        for name, found in sorted(recorded.items()):
+            runs.add_metric([name], found.runs)
+            missed.add_metric([name], found.missed)
+            age.add_metric([name], (now - found.at).total_seconds())
+        oldest = GaugeMetricFamily(
+            "syncworker_queue_oldest_message_age_seconds",
+            "Seconds the oldest waiting message of each queue has waited",
+            labels=["queue"],
+        )
+        for queue, seconds in sorted(oldest_ages(self._app).items()):
+            if seconds is not None:
+                oldest.add_metric([queue], seconds)
+        every = GaugeMetricFamily(
+            "syncworker_beat_expected_every_seconds",
+            "How often each job is expected (app-clock seconds)",
+            labels=["job"],
+        )
+        for name, found in sorted(recorded.items()):
+            if found.every_s is not None:
+                every.add_metric([name], found.every_s)
+        up = GaugeMetricFamily("syncworker_database_up", "Database answers", value=1)
+        broker = any(depth is not None for depth in queue_depths(self._app).values())
+        broker_up = GaugeMetricFamily(
+            "syncworker_broker_up", "Broker answers (queue depths readable)", value=int(broker)
+        )
+        return [runs, missed, age, every, oldest, up, broker_up]
