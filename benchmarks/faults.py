@@ -225,14 +225,26 @@ class Workers:
                 print("a worker hung in warm shutdown: killed", file=sys.stderr)
 
     def tracebacks(self) -> list[str]:
-        """Each traceback the workers printed, as its last line (the error), worker by worker."""
+        """Each traceback the workers printed, whole, worker by worker.
+
+        A traceback runs from its "Traceback" line through its frames (indented) to the
+        error line, the first one neither indented nor a JSON log line that another thread
+        wrote in between (those are left out).
+        """
         found = []
         for log in sorted(self._logs.glob("worker-*.log")):
             lines = log.read_text().splitlines()
             for at, line in enumerate(lines):
-                if "Traceback" in line:
-                    tail = next((ln for ln in lines[at + 1 :] if not ln.startswith(" ")), "")
-                    found.append(f"{log.name}: {tail[:200]}")
+                if "Traceback" not in line:
+                    continue
+                block = [line]
+                for following in lines[at + 1 :]:
+                    if following.startswith("{"):
+                        continue
+                    block.append(following)
+                    if not following.startswith(" "):
+                        break
+                found.append(f"{log.name}:\n" + "\n".join(block))
         return found
 
 
