@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import redis
 from celery import Celery
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -211,8 +211,10 @@ class LivenessCollector(Collector):
         return []  # nothing to read at registration: the database is asked when scraped
 
     def collect(self) -> Iterable[Metric]:
-        runs = GaugeMetricFamily("syncworker_beat_runs", "Recorded runs per job", labels=["job"])
-        missed = GaugeMetricFamily(
+        # Counts kept in the database since the deployment began: counters (`_total` on the
+        # wire), so rate() and increase() work on them across scrapes and restarts.
+        runs = CounterMetricFamily("syncworker_beat_runs", "Recorded runs per job", labels=["job"])
+        missed = CounterMetricFamily(
             "syncworker_beat_missed_runs",
             "Runs a job skipped (expected = runs + missed)",
             labels=["job"],

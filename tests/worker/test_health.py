@@ -146,6 +146,9 @@ def test_the_liveness_collector_serves_runs_missed_runs_and_ages_per_job(
         return sample.value
 
     assert value("syncworker_beat_runs") == 2
+    assert {families[n].type for n in ("syncworker_beat_runs", "syncworker_beat_missed_runs")} == {
+        "counter"
+    }
     assert value("syncworker_beat_missed_runs") == 2
     assert value("syncworker_beat_last_run_age_seconds") == 45
     assert value("syncworker_beat_expected_every_seconds") == 15
