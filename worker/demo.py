@@ -102,7 +102,7 @@ DEMO_INTERVAL_S: Final = 6 * 3600
 # providers' real rates one month of App Store reports (60 requests at 0.8/s) would take
 # days of the story. The fakes have no limits, so the demo's keys may spend this freely.
 DEMO_RATE_PER_S: Final = 1000
-# Simulated time stands still while more messages than this wait for the worker (a busy
+# Simulated time stands still while more messages than this wait for or sit with the worker (a busy
 # machine would otherwise skip syncs by the simulated hour), and runs again at this many.
 HOLD_BACKLOG: Final = 12
 RESUME_BACKLOG: Final = 2
@@ -365,14 +365,17 @@ def _drain(backlog: Callable[[], int]) -> None:
     """Wait (a bounded while) until no message waits and the worker holds none."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not worker_state.reserved_requests and backlog() == 0:
+        if backlog() == 0:
             return
         time.sleep(PRINT_EVERY_S)
 
 
 def _backlog_of(app: Celery) -> Callable[[], int]:
+    """Messages not yet done: waiting on the queues, and taken by the (in-process) worker."""
+
     def backlog() -> int:
-        return sum(depth or 0 for depth in queue_depths(app).values())
+        waiting = sum(depth or 0 for depth in queue_depths(app).values())
+        return waiting + len(worker_state.reserved_requests)
 
     return backlog
 
