@@ -36,7 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_database import fresh_postgres_schema  # a sibling: the scripts run as files
+from bench_checks import require  # siblings: the scripts run as files
+from bench_database import fresh_postgres_schema
 from celery import Celery
 from redis import Redis
 from sqlalchemy import Engine, text
@@ -84,11 +85,6 @@ class DroppingPublisher:
 
     def publish(self, policy: ProviderPolicy, integration_ids: Sequence[uuid.UUID]) -> None:
         """Drop the ids."""
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise SystemExit(f"benchmark check failed: {message}")
 
 
 # -- services ------------------------------------------------------------------------------

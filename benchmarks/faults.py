@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import psycopg
-from bench_database import fresh_postgres_schema  # a sibling: the scripts run as files
+from bench_checks import wait_until  # siblings: the scripts run as files
+from bench_database import fresh_postgres_schema
 from celery import Celery
 from redis import Redis
 from sqlalchemy import Engine, create_engine, func, insert, make_url, select
@@ -118,19 +119,6 @@ class Scale:
 
 FULL = Scale(per_mode=6, healthy=60, kills=3)
 QUICK = Scale(per_mode=2, healthy=20, kills=1)
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise SystemExit(f"benchmark check failed: {message}")
-
-
-def wait_until(condition: Callable[[], bool], *, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"benchmark timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 # -- the world: integrations, workers, memory ---------------------------------------------------
@@ -248,6 +236,15 @@ class Workers:
         return found
 
 
+def database_now(engine: Engine) -> datetime:
+    """The database's own time (what runs are stamped with), not this process's clock."""
+    with engine.connect() as connection:
+        now = connection.scalar(select(func.now()))
+    if not isinstance(now, datetime):
+        raise SystemExit("benchmark check failed: the database told no time")
+    return now
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process in MiB (Linux /proc; 0 elsewhere or once it ended)."""
     try:
@@ -331,8 +328,7 @@ class Bench:
 
     def publish(self, ids: Sequence[uuid.UUID]) -> datetime:
         """Publish one sync of each integration; when (database time) it was published."""
-        with self.engine.connect() as connection:
-            published = connection.scalar(select(func.now()))
+        published = database_now(self.engine)
         policy = runtime_of(self.app).settings.providers[Provider.STRIPE]
         publisher_of(self.app).publish(policy, list(ids))
         return published
@@ -375,7 +371,7 @@ class Bench:
             closed = {run.integration_id for run in self.runs_since(published) if run.finished_at}
             return wanted <= closed
 
-        wait_until(done, what=f"the {what} round's syncs", timeout=ROUND_DEADLINE_S)
+        wait_until(done, what=f"the {what} round's syncs", timeout=ROUND_DEADLINE_S, poll=0.1)
         return published, time.monotonic() - start
 
     def chaos_round(self, ids: Sequence[uuid.UUID], kills: int, database_url: str) -> float:
@@ -388,12 +384,15 @@ class Bench:
             for _ in range(kills):
                 time.sleep(2.0)  # syncs in flight: kill their worker mid-sync
                 self.workers.kill_one()
-            wait_until(self.queue_empty, what="the chaos round's queue", timeout=ROUND_DEADLINE_S)
+            wait_until(
+                self.queue_empty, what="the chaos round's queue", timeout=ROUND_DEADLINE_S, poll=0.1
+            )
             # Every run either closed or left behind by a killed worker, its lease lapsing.
             wait_until(
                 lambda: self.open_live_runs() == 0,
                 what="the chaos round's runs to end",
                 timeout=ROUND_DEADLINE_S,
+                poll=0.1,
             )
         finally:
             faults.halt()
@@ -506,8 +505,7 @@ def run(database_url: str, redis_url: str, scale: Scale) -> dict[str, Any]:
             with sampling_memory(workers) as baseline_peak:
                 _, baseline_s = bench.round(healthy, what="baseline")
             print(f"chaos: {len(modes_of)} syncs, {scale.kills} kills ...", file=sys.stderr)
-            with engine.connect() as connection:
-                chaos_start = connection.scalar(select(func.now()))
+            chaos_start = database_now(engine)
             with sampling_memory(workers) as chaos_peak:
                 chaos_s = bench.chaos_round(list(modes_of), scale.kills, database_url)
             print(f"settle: {len(modes_of)} syncs ...", file=sys.stderr)

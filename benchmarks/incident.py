@@ -32,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -263,7 +263,7 @@ def _keys_by_integration(session: Session, keys: list[str]) -> dict[uuid.UUID, s
     }
 
 
-TARGETS = {
+TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "credentials_invalid_wrongly": ("== 0", lambda v: v == 0),
     "credentials_invalid_rightly": ("== 10", lambda v: v == 10),
     "notifications_sent": ("== 12", lambda v: v == 12),

@@ -35,7 +35,8 @@ from typing import Any
 
 import sqlalchemy
 import transitions
-from bench_database import fresh_postgres_schema  # a sibling: the scripts run as files
+from bench_checks import require  # siblings: the scripts run as files
+from bench_database import fresh_postgres_schema
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -278,12 +279,6 @@ def change_via_runs(sessions: sessionmaker[Session], key: uuid.UUID, now: dateti
     with sessions() as session, session.begin():
         change = finish_run(session, run.run_id, SyncResult(outcome), now=now)
         require(change is not None and change.changed, f"{outcome} changed nothing")
-
-
-def require(condition: bool, message: str) -> None:
-    """Stop the benchmark when it would measure something other than it claims."""
-    if not condition:
-        raise RuntimeError(message)
 
 
 def check_audit(sessions: sessionmaker[Session], *, expected: int) -> None:

@@ -50,7 +50,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_database import fresh_postgres_schema  # a sibling: the scripts run as files
+from bench_checks import require, wait_until  # siblings: the scripts run as files
+from bench_database import fresh_postgres_schema
 from celery import Celery
 from redis import Redis
 from sqlalchemy import Engine, func, insert, select
@@ -97,19 +98,6 @@ class Scale:
 
 FULL = Scale(warmup=300, noop=5_000, instant_syncs=2_000, slow_syncs=2_000)
 QUICK = Scale(warmup=100, noop=1_000, instant_syncs=500, slow_syncs=600)
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise SystemExit(f"benchmark check failed: {message}")
-
-
-def wait_until(condition: Callable[[], bool], *, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"benchmark timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- where the CPU goes ------------------------------------------------------------------------
