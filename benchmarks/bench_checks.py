@@ -1,7 +1,10 @@
-"""What every benchmark needs beside its measurements: stopping when a check fails, waiting."""
+"""What every benchmark needs beside its measurements: its service arguments, stopping when
+a check fails, waiting."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -21,3 +24,13 @@ def wait_until(
         if time.monotonic() > deadline:
             raise SystemExit(f"benchmark timed out waiting for {what}")
         time.sleep(poll)
+
+
+def service_arguments(
+    parser: argparse.ArgumentParser, *, database_url: str, redis_url: str
+) -> None:
+    """`--database-url` and `--redis-url`, defaulting to BENCH_DATABASE_URL / BENCH_REDIS_URL."""
+    parser.add_argument(
+        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", database_url)
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", redis_url))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_checks import require  # siblings: the scripts run as files
+from bench_checks import require, service_arguments  # siblings: the scripts run as files
 from bench_database import fresh_postgres_schema
 from celery import Celery
 from redis import Redis
@@ -337,10 +336,7 @@ def report(figures: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    )
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    service_arguments(parser, database_url=DEFAULT_DATABASE_URL, redis_url=DEFAULT_REDIS_URL)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one round")
     args = parser.parse_args(argv)
     report(run(args.database_url, args.redis_url, QUICK if args.quick else FULL))

@@ -53,14 +53,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import psycopg
-from bench_checks import wait_until  # siblings: the scripts run as files
+from bench_checks import service_arguments, wait_until  # siblings: the scripts run as files
 from bench_database import fresh_postgres_schema
 from celery import Celery
 from redis import Redis
 from sqlalchemy import Engine, create_engine, func, insert, make_url, select
 from sqlalchemy.orm import Session
 
-from fakes.hostile import HEALTHY_OBJECTS, FakeHostile
+from fakes.hostile import HEALTHY_OBJECTS, MODES, FakeHostile
 from models.credentials import Keyring
 from models.integrations import ensure_environment
 from models.schema import Integration, StatusChange, SyncedRecord, SyncRun
@@ -77,17 +77,8 @@ ENVIRONMENT: Final = "env-faults"
 # The benchmark's own connections carry this name, so the terminating loop spares them.
 APPLICATION_NAME: Final = "faults-bench"
 # The hostile modes synced; `healthy` is the baseline and runs beside them in chaos.
-HOSTILE_MODES: Final = (
-    "endless",
-    "same_cursor",
-    "slow_body",
-    "gzip_bomb",
-    "large_body",
-    "deep_json",
-    "absurd",
-    "garbage",
-    "forbidden",
-)
+# Every misbehaviour the hostile fake offers (all but its healthy mode).
+HOSTILE_MODES: Final = tuple(mode for mode in MODES if mode != "healthy")
 # Short limits, so a round takes seconds: each sync stops by SYNC_DEADLINE, each request by
 # REQUEST_DEADLINE (a byte every TRICKLE_S), a stuck one is closed at TASK_TIME_LIMIT.
 WORKER_SETTINGS: Final = {
@@ -565,10 +556,7 @@ def report(figures: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    )
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    service_arguments(parser, database_url=DEFAULT_DATABASE_URL, redis_url=DEFAULT_REDIS_URL)
     parser.add_argument("--quick", action="store_true", help="fewer integrations, one kill")
     args = parser.parse_args(argv)
     report(run(args.database_url, args.redis_url, QUICK if args.quick else FULL))

@@ -50,7 +50,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_checks import require, wait_until  # siblings: the scripts run as files
+from bench_checks import (
+    require,
+    service_arguments,
+    wait_until,
+)  # siblings: the scripts run as files
 from bench_database import fresh_postgres_schema
 from celery import Celery
 from redis import Redis
@@ -502,10 +506,7 @@ def report(figures: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    )
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    service_arguments(parser, database_url=DEFAULT_DATABASE_URL, redis_url=DEFAULT_REDIS_URL)
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--workers", type=int, default=1, help="worker processes to start")
     parser.add_argument("--quick", action="store_true", help="fewer messages per phase")
