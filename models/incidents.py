@@ -36,9 +36,8 @@ from typing_extensions import TypedDict
 
 from models.errors import InvalidValue
 from models.schema import Integration, ProviderIncident, SyncRun
-from models.status import SYNCING_STATUSES, Provider, SyncOutcome
+from models.status import SYNCING_VALUES, Provider, SyncOutcome
 
-SYNCING_VALUES: Final = sorted(s.value for s in SYNCING_STATUSES)
 # How many recent attempts per wanted integration the widened sample reads at most.
 WIDEN_READ_FACTOR: Final = 20
 # The error prefix of a task's own budget wait (`worker.connectors.http`): not a failure.

@@ -30,6 +30,8 @@ class Status(StrEnum):
 SYNCING_STATUSES: frozenset[Status] = frozenset(
     {Status.ACTIVE, Status.SYNC_WARNINGS, Status.SYNC_FAILING, Status.AUTH_FAILING}
 )
+# The same, as the column stores them, in a stable order (for `status IN (...)` queries).
+SYNCING_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in SYNCING_STATUSES))
 
 
 class SyncOutcome(StrEnum):

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,10 +22,8 @@ from models.db import lock_integration
 from models.errors import SyncInProgress
 from models.resync import resync
 from models.schema import Integration, SyncCursor
-from models.status import SYNCING_STATUSES, Provider
+from models.status import SYNCING_VALUES, Provider
 from scheduler.providers import ProviderPolicy
-
-SYNCING_VALUES: Final = sorted(s.value for s in SYNCING_STATUSES)
 
 
 @dataclass(frozen=True)

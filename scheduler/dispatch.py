@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.schema import Integration
-from models.status import SYNCING_STATUSES, Provider
+from models.status import SYNCING_VALUES, Provider
 from scheduler.incidents import backoff_factor
 from scheduler.providers import ProviderPolicy
 
@@ -31,8 +31,6 @@ BATCH_SIZE: Final = 1000
 # One tick never claims more than this; the rest waits for the next tick, so a backlog
 # cannot make a tick run past the beat interval.
 MAX_PER_TICK: Final = 50_000
-
-SYNCING_VALUES: Final = sorted(s.value for s in SYNCING_STATUSES)
 
 
 class Publisher(Protocol):

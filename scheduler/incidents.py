@@ -29,9 +29,8 @@ from models.incidents import (
 )
 from models.notices import INCIDENT_CLOSED_EVENT, INCIDENT_OPENED_EVENT, add_event
 from models.schema import Integration, ProviderIncident
-from models.status import SYNCING_STATUSES, Provider, Status
+from models.status import SYNCING_VALUES, Provider, Status
 
-SYNCING_VALUES: Final = sorted(s.value for s in SYNCING_STATUSES)
 # An open incident closes once fewer than this fraction of `share` still fail its way:
 # below the opening threshold, so a provider hovering at it does not flap.
 CLOSE_FRACTION: Final = 0.5

@@ -15,25 +15,20 @@ clock's speed (marks are written in app-clock time; the demo's clock runs fast).
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-import redis
 from celery import Celery
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import create_engine, inspect, make_url, text
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from models.schema import SchedulerMark
 from scheduler.beat import DISPATCH_TASK
 from scheduler.marks import marks
-from worker.publish import SENT_AT_HEADER
-from worker.queues import CONNECT_TIMEOUT_S, SQLA_PREFIXES, queue_depths
+from worker.queues import oldest_ages, queue_depths
 from worker.runtime import Runtime, settings_of
 
 # The beat is silent once no provider ticked for this many tick periods.
@@ -130,64 +125,6 @@ def _beat_problems(
                 f"every {_seconds(job.every)}"
             )
     return problems
-
-
-def oldest_ages(app: Celery) -> dict[str, float | None]:
-    """Seconds the oldest waiting message of each queue has waited; None where unknown."""
-    names = [queue.name for queue in app.conf.task_queues or ()]
-    url = str(app.conf.broker_url or "")
-    if url.startswith(("redis://", "rediss://")):
-        return _redis_ages(url, names)
-    if url.startswith(SQLA_PREFIXES):
-        return _sqla_ages(url.split("+", 1)[1], names)
-    return dict.fromkeys(names)
-
-
-def _redis_ages(url: str, names: Sequence[str]) -> dict[str, float | None]:
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
-    )
-    try:
-        # kombu pushes on the left and pops on the right: the oldest is the last element.
-        oldest = {name: client.lindex(name, -1) for name in names}
-    except (redis.RedisError, OSError):
-        return dict.fromkeys(names)
-    finally:
-        client.close()
-    return {name: _age_of_payload(raw) for name, raw in oldest.items()}
-
-
-def _age_of_payload(raw: Any) -> float | None:
-    if raw is None:
-        return 0.0
-    try:
-        sent = json.loads(raw).get("headers", {}).get(SENT_AT_HEADER)
-    except (ValueError, AttributeError):
-        return None
-    return max(time.time() - float(sent), 0.0) if isinstance(sent, int | float) else None
-
-
-def _sqla_ages(url: str, names: Sequence[str]) -> dict[str, float | None]:
-    try:
-        engine = create_engine(make_url(url))
-    except (ArgumentError, SQLAlchemyError, ImportError):
-        return dict.fromkeys(names)
-    oldest = text(
-        "SELECT m.payload FROM kombu_message m JOIN kombu_queue q ON m.queue_id = q.id "
-        "WHERE q.name = :name AND m.visible = :visible ORDER BY m.id LIMIT 1"
-    )
-    try:
-        with engine.connect() as connection:
-            if not inspect(connection).has_table("kombu_message"):
-                return dict.fromkeys(names, 0.0)
-            payloads = {
-                name: connection.scalar(oldest, {"name": name, "visible": True}) for name in names
-            }
-    except SQLAlchemyError:
-        return dict.fromkeys(names)
-    finally:
-        engine.dispose()
-    return {name: _age_of_payload(payload) for name, payload in payloads.items()}
 
 
 def _seconds(delta: timedelta) -> str:

@@ -21,9 +21,11 @@ status overview says "unknown" rather than failing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import redis
 from celery import Celery
@@ -32,7 +34,10 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from worker.publish import SENT_AT_HEADER
+
 Depths = dict[str, int | None]
+Ages = dict[str, float | None]
 
 # kombu's redis transport defaults (kombu.transport.redis: Channel.sep, PRIORITY_STEPS).
 REDIS_PRIORITY_SEP: Final = "\x06\x16"
@@ -93,17 +98,37 @@ def prune_bindings(app: Celery) -> int:
 
 def queue_depths(app: Celery) -> Depths:
     """Messages waiting on each queue the app consumes; None where the broker cannot say."""
+    return _read_broker(app, redis_read=_redis_depths, sqla_read=_visible_counts, empty=0)
+
+
+def oldest_ages(app: Celery) -> Ages:
+    """Seconds the oldest waiting message of each queue has waited (0 when none waits);
+    None where the broker cannot say, or the message carries no send time."""
+    return _read_broker(app, redis_read=_redis_ages, sqla_read=_oldest_payloads, empty=0.0)
+
+
+T = TypeVar("T")
+RedisRead = Callable[[redis.Redis, Mapping[str, list[str]]], dict[str, T | None]]
+SqlaRead = Callable[[Engine, str, str], dict[str, T]]
+
+
+def _read_broker(
+    app: Celery, *, redis_read: RedisRead[T], sqla_read: SqlaRead[T], empty: T
+) -> dict[str, T | None]:
+    """One read of the app's broker, per queue; None for every queue it cannot answer for."""
     names = [queue.name for queue in app.conf.task_queues or ()]
     url = str(app.conf.broker_url or "")
     options: Mapping[str, Any] = app.conf.broker_transport_options or {}
     if url.startswith(("redis://", "rediss://")):
-        return _redis_depths(url, names, options)
+        return _redis_read(url, names, options, redis_read)
     if url.startswith(SQLA_PREFIXES):
-        return _sqla_depths(url.split("+", 1)[1], names, options)
+        return _sqla_read(url.split("+", 1)[1], names, options, sqla_read, empty)
     return dict.fromkeys(names)
 
 
-def _redis_depths(url: str, names: Sequence[str], options: Mapping[str, Any]) -> Depths:
+def _redis_read(
+    url: str, names: Sequence[str], options: Mapping[str, Any], read: RedisRead[T]
+) -> dict[str, T | None]:
     sep = str(options.get("sep", REDIS_PRIORITY_SEP))
     steps = sorted(options.get("priority_steps", REDIS_PRIORITY_STEPS))
     prefix = str(options.get("global_keyprefix", ""))
@@ -112,16 +137,48 @@ def _redis_depths(url: str, names: Sequence[str], options: Mapping[str, Any]) ->
         url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
     )
     try:
-        with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                for key in keys[name]:
-                    pipe.llen(key)
-            lengths = iter(pipe.execute())
+        return read(client, keys)
     except (redis.RedisError, OSError):
         return dict.fromkeys(names)
     finally:
         client.close()
-    return {name: sum(int(next(lengths)) for _ in keys[name]) for name in names}
+
+
+def _redis_depths(client: redis.Redis, keys: Mapping[str, list[str]]) -> dict[str, int | None]:
+    with client.pipeline(transaction=False) as pipe:
+        for queue_keys in keys.values():
+            for key in queue_keys:
+                pipe.llen(key)
+        lengths = iter(pipe.execute())
+    return {name: sum(int(next(lengths)) for _ in queue_keys) for name, queue_keys in keys.items()}
+
+
+def _redis_ages(client: redis.Redis, keys: Mapping[str, list[str]]) -> dict[str, float | None]:
+    # kombu pushes on the left and pops on the right: each list's oldest is its last element.
+    with client.pipeline(transaction=False) as pipe:
+        for queue_keys in keys.values():
+            for key in queue_keys:
+                pipe.lindex(key, -1)
+        oldest = iter(pipe.execute())
+    return {
+        name: _oldest_age([next(oldest) for _ in queue_keys]) for name, queue_keys in keys.items()
+    }
+
+
+def _oldest_age(payloads: Sequence[Any]) -> float | None:
+    """The longest wait among these messages' payloads (None entries: an empty list)."""
+    ages = [_age_of_payload(raw) for raw in payloads if raw is not None]
+    if any(age is None for age in ages):
+        return None
+    return max((age for age in ages if age is not None), default=0.0)
+
+
+def _age_of_payload(raw: Any) -> float | None:
+    try:
+        sent = json.loads(raw).get("headers", {}).get(SENT_AT_HEADER)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return max(time.time() - float(sent), 0.0) if isinstance(sent, int | float) else None
 
 
 def _text(member: bytes | str) -> str:
@@ -132,7 +189,9 @@ def _priority_key(queue: str, sep: str, step: int) -> str:
     return f"{queue}{sep}{step}" if step else queue
 
 
-def _sqla_depths(url: str, names: Sequence[str], options: Mapping[str, Any]) -> Depths:
+def _sqla_read(
+    url: str, names: Sequence[str], options: Mapping[str, Any], read: SqlaRead[T], empty: T
+) -> dict[str, T | None]:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -140,7 +199,7 @@ def _sqla_depths(url: str, names: Sequence[str], options: Mapping[str, Any]) -> 
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not Path(database).exists():
-            return dict.fromkeys(names, 0)  # nothing was ever published: kombu creates it
+            return dict.fromkeys(names, empty)  # nothing was ever published: kombu creates it
     queue_table = str(options.get("queue_tablename", "kombu_queue"))
     message_table = str(options.get("message_tablename", "kombu_message"))
     try:
@@ -148,12 +207,12 @@ def _sqla_depths(url: str, names: Sequence[str], options: Mapping[str, Any]) -> 
     except (SQLAlchemyError, ImportError):  # ImportError: the URL names a driver not installed
         return dict.fromkeys(names)
     try:
-        counts = _visible_counts(engine, queue_table, message_table)
+        found = read(engine, queue_table, message_table)
     except SQLAlchemyError:
         return dict.fromkeys(names)
     finally:
         engine.dispose()
-    return {name: counts.get(name, 0) for name in names}
+    return {name: found.get(name, empty) for name in names}
 
 
 def _visible_counts(engine: Engine, queue_table: str, message_table: str) -> dict[str, int]:
@@ -172,3 +231,23 @@ def _visible_counts(engine: Engine, queue_table: str, message_table: str) -> dic
             {"visible": True},
         )
         return {str(name): int(count) for name, count in rows}
+
+
+def _oldest_payloads(engine: Engine, queue_table: str, message_table: str) -> dict[str, float]:
+    """The oldest visible message's age per queue name (queues with none are left out)."""
+    with engine.connect() as connection:
+        tables = inspect(connection)
+        if not (tables.has_table(queue_table) and tables.has_table(message_table)):
+            return {}
+        quote = engine.dialect.identifier_preparer.quote
+        queue, message = quote(queue_table), quote(message_table)
+        rows = connection.execute(
+            text(
+                f"SELECT q.name, m.payload FROM {queue} q JOIN {message} m ON m.queue_id = q.id "  # noqa: S608 - names from config, quoted
+                f"WHERE m.id = (SELECT MIN(o.id) FROM {message} o "
+                "WHERE o.queue_id = q.id AND o.visible = :visible)"
+            ),
+            {"visible": True},
+        )
+        ages = {str(name): _age_of_payload(payload) for name, payload in rows}
+    return {name: age for name, age in ages.items() if age is not None}
