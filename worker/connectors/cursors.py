@@ -64,7 +64,9 @@ def epoch(value: object) -> int | None:
 
     A decimal string counts: Google sends JSON int64 values as strings.
     """
-    if isinstance(value, str) and value.isdigit():
+    # ASCII digits only ('²' is a digit to str.isdigit), and no more than an int64 has, so
+    # a provider's endless digit string is no stamp rather than a ValueError.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

@@ -31,15 +31,17 @@ class StampCheck:
 
     def __init__(self, latest: datetime) -> None:
         self.latest = latest
-        self._latest_s = latest.timestamp()
+        # Compared as integers: a provider's 400-digit "stamp" is a Python int too, and
+        # dividing it would overflow a float.
+        self._latest_s = int(latest.timestamp())
         self.ignored = 0
 
     def sane(self, value: int | datetime) -> bool:
         """Whether a stamp (epoch seconds or milliseconds, or an instant) is in range."""
         if isinstance(value, datetime):
             return datetime(1970, 1, 1, tzinfo=UTC) <= value <= self.latest
-        seconds = value / 1000 if value >= MILLISECONDS_FROM else value
-        return 0 <= seconds <= self._latest_s
+        latest = self._latest_s * 1000 if value >= MILLISECONDS_FROM else self._latest_s
+        return 0 <= value <= latest
 
     def take_ignored(self) -> int:
         """How many stamps were ignored since the last call (one stream's)."""

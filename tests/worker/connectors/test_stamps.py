@@ -14,7 +14,7 @@ from fakes.stripe import FakeStripe
 from models.status import SyncOutcome
 from tests.worker.connectors.conftest import RecordingSink
 from worker.connectors.base import SyncContext, run_sync
-from worker.connectors.cursors import EPOCH, INSTANT, UTC_DATE, Mark, MarkKeys, Stamps
+from worker.connectors.cursors import EPOCH, INSTANT, UTC_DATE, Mark, MarkKeys, Stamps, epoch
 from worker.connectors.stamps import checking_stamps
 from worker.connectors.stripe import StripeConnector
 
@@ -26,6 +26,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
     [
         (EPOCH, 1_767_000_000, 99_999_999_999_999_999_999_999),  # seconds
         (EPOCH, 1_767_000_000_000, 4_102_444_800_000),  # milliseconds; 2100 is absurd
+        (EPOCH, 1_767_000_000, 10**400),  # too large for a float: no OverflowError
         (INSTANT, "2025-12-31T10:00:00+00:00", "9999-12-31T00:00:00+00:00"),
         (UTC_DATE, "2025-12-31T10:00:00", "2031-01-01T00:00:00"),
     ],
@@ -41,6 +42,13 @@ def test_a_stamp_past_now_plus_a_day_never_moves_a_mark(
 
     assert mark.at == good and mark.ids == {"good"}
     assert check.ignored == 1
+
+
+@pytest.mark.parametrize("text", ["9" * 5000, "\u00b2", "12\u0663"])
+def test_a_digit_string_no_int64_can_hold_is_no_stamp_rather_than_an_error(text: str) -> None:
+    # more digits than int() takes; digits to str.isdigit that int() refuses or misreads
+    assert epoch(text) is None
+    assert epoch("1767000000") == 1_767_000_000
 
 
 def test_an_absurd_created_is_stored_but_leaves_the_cursor_where_it_was(
