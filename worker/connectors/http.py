@@ -63,7 +63,12 @@ from worker.connectors.errors import (
     TransientError,
 )
 from worker.connectors.limits import SyncBudget, current_budget
-from worker.connectors.rate_limits import RateLimitHook, parse_retry_after, rate_limit_wait
+from worker.connectors.rate_limits import (
+    RateLimitHook,
+    parse_retry_after,
+    rate_limit_wait,
+    sane_wait,
+)
 from worker.connectors.redaction import clean_detail
 from worker.connectors.responses import ErrorDetail, decode_json
 
@@ -317,7 +322,7 @@ class ProviderClient:
         asked = parse_retry_after(response.headers.get("retry-after"), now)
         if asked is None and response.status_code == 429:
             asked = self.rate_limit(response, now)
-        return asked
+        return sane_wait(asked)
 
     def _wait_or_give_up(self, endpoint: str, failure: _Failure, attempt: int) -> None:
         policy = self.options.retry
@@ -405,7 +410,7 @@ class ProviderSession:
             headers=self._headers,
             **content,
         )
-        wait = self._client.rate_limit(response, options.wall_clock())
+        wait = sane_wait(self._client.rate_limit(response, options.wall_clock()))
         if wait:
             self._pause = min(wait, options.retry.max_delay)
         return response

@@ -9,6 +9,7 @@ leaky bucket, RevenueCat's per-minute usage) passes its own `RateLimitHook`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -20,6 +21,17 @@ RateLimitHook = Callable[[httpx.Response, float], "float | None"]
 
 # Reset values above this are epoch seconds; as a delta it would be thirty years.
 EPOCH_THRESHOLD = 1_000_000_000
+
+
+def sane_wait(seconds: float | None) -> float | None:
+    """A wait a provider asked for, if it is one: finite and not negative; else None.
+
+    Every hook's answer passes here before anyone sleeps on it: `time.sleep` raises on a
+    negative, NaN or infinite value, and a provider may send any of them.
+    """
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

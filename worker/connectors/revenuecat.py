@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 from urllib.parse import quote
 
 import httpx
@@ -61,7 +61,7 @@ from worker.connectors.base import (
 from worker.connectors.cursors import EPOCH, WalkCursor, WalkKeys
 from worker.connectors.errors import MalformedResponse, ProviderError
 from worker.connectors.http import BearerAuth, HttpOptions, ProviderClient, ProviderSession
-from worker.connectors.responses import error_fields, require
+from worker.connectors.responses import decode_json, error_fields, require
 from worker.connectors.webhooks import WEBHOOK_SECRET_FIELD, webhook_secret_credential
 
 MAX_PAGE_SIZE = 100  # the documented upper clamp of `limit`
@@ -124,14 +124,21 @@ class RevenueCatConnector(HttpConnector):
         return sync_streams((STREAM,), sync_stream)
 
 
+# A 429's `backoff_ms` beyond this (a day) is no answer: the task's own retry takes over.
+MAX_BACKOFF_MS: Final = 86_400_000
+
+
 def _rate_limit(response: httpx.Response, now: float) -> float | None:
     """A 429's `backoff_ms` (when `Retry-After` is missing), or a pause once the minute is spent."""
     if response.status_code == 429:
         try:
-            backoff = response.json().get("backoff_ms")
-        except (ValueError, AttributeError, RecursionError):  # RecursionError: hostile nesting
+            backoff = decode_json(response, "429").get("backoff_ms")
+        except (MalformedResponse, AttributeError):
             return None
-        return backoff / 1000 if isinstance(backoff, int | float) else None
+        # Bounded before dividing: a 400-digit integer would overflow the float.
+        if isinstance(backoff, int | float) and 0 <= backoff <= MAX_BACKOFF_MS:
+            return backoff / 1000
+        return None
     usage = response.headers.get("revenuecat-rate-limit-current-usage", "")
     limit = response.headers.get("revenuecat-rate-limit-current-limit", "")
     if usage.isdigit() and limit.isdigit() and int(usage) >= int(limit):

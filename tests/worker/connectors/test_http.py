@@ -130,6 +130,21 @@ def test_rate_limit_headers_pace_a_429_without_retry_after(
     assert sleep.delays == [4.0]
 
 
+@pytest.mark.parametrize("reset", ["-5", "nan", "inf"])
+def test_a_wait_no_clock_can_keep_falls_back_to_the_backoff(
+    server: FakeServer,
+    make_session: Callable[..., ProviderSession],
+    sleep: RecordingSleep,
+    reset: str,
+) -> None:
+    # time.sleep raises on a negative, NaN or infinite wait: a provider's is never trusted
+    server.rate_limit_next(
+        1, retry_after=None, headers={"RateLimit-Remaining": "0", "RateLimit-Reset": reset}
+    )
+    assert make_session().get_json("/items") == {"items": [1, 2]}
+    assert sleep.delays == [0.5]
+
+
 def test_retry_after_beyond_the_cap_goes_back_to_the_task_at_once(
     server: FakeServer, make_session: Callable[..., ProviderSession], sleep: RecordingSleep
 ) -> None:
