@@ -43,6 +43,12 @@ class SyncOutcome(StrEnum):
     AUTH_FAILED = "auth_failed"
 
 
+# The outcomes that count as a successful sync (data arrived, the integration is on time).
+SUCCESSES: frozenset[SyncOutcome] = frozenset(
+    {SyncOutcome.SUCCEEDED, SyncOutcome.SUCCEEDED_WITH_WARNINGS}
+)
+
+
 class Trigger(StrEnum):
     """Everything that can move an integration, as written to the audit trail."""
 

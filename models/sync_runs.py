@@ -23,11 +23,9 @@ from models.errors import IntegrationNotFound
 from models.incidents import covers, failure_kind
 from models.records import PageWrite, Warn, store_page
 from models.schema import Integration, SyncCursor, SyncRun
-from models.status import OUTCOME_TRIGGERS, SYNCING_STATUSES, Status, SyncOutcome
+from models.status import OUTCOME_TRIGGERS, SUCCESSES, SYNCING_STATUSES, Status, SyncOutcome
 from models.time_rules import apply_time_rules
 
-# Outcomes that count as a successful sync, for lateness.
-SUCCESSES = frozenset({SyncOutcome.SUCCEEDED, SyncOutcome.SUCCEEDED_WITH_WARNINGS})
 # Error written on an attempt's run its retry found still open (the attempt lost its
 # database connection before it could close the run).
 INTERRUPTED_ERROR = "interrupted: the attempt ended without closing its run"
@@ -125,6 +123,7 @@ _TAKE_OVER = (
         finished_at=bindparam("now"),
         lease_expires_at=None,
         error=bindparam("error"),
+        failure_kind=bindparam("failure_kind"),
     )
 )
 # A Core insert: the new run is not read back, so the ORM's unit of work has nothing to do.
@@ -169,8 +168,16 @@ def start_run(
         return Skipped(f"lease held by run {others[0].id}")
     if blocking:
         error = f"{INTERRUPTED_ERROR}; attempt {attempt} of the same task took over"
+        # Closed as `close_for_retry` closes an attempt: a transient failure, for incidents.
+        kind = failure_kind(None, error)
         session.execute(
-            _TAKE_OVER, {"run_ids": [run.id for run in blocking], "now": now, "error": error}
+            _TAKE_OVER,
+            {
+                "run_ids": [run.id for run in blocking],
+                "now": now,
+                "error": error,
+                "failure_kind": kind.value if kind else None,
+            },
         )
     run_id = uuid.uuid4()
     first_sync = integration.first_sync_finished_at is None

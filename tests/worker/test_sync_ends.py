@@ -327,6 +327,7 @@ def test_a_retry_takes_over_the_run_its_earlier_attempt_left_open(
     first, retried = runs_of(sessions, integration.id)
     assert (first.id, first.outcome, first.finished_at) == (earlier.run_id, None, clock.now())
     assert first.error == f"{INTERRUPTED_ERROR}; attempt 1 of the same task took over"
+    assert first.failure_kind == "transient"  # counted toward incidents like any retry
     assert (retried.attempt, retried.outcome, retried.records_received) == (1, "succeeded", 3)
 
 

@@ -16,14 +16,13 @@ from typing import Any
 import click
 
 from models.serializers import ActionResult
-from models.status import SyncOutcome
+from models.status import SUCCESSES
 from worker.cli.context import CliContext, emit, failures, pass_context
 from worker.operator import Operator
 from worker.sync import Finished
 
 JSON_HELP = "Machine-readable output."
 ACTOR_HELP = "Who acts, for the audit trail."
-SUCCEEDED = frozenset({SyncOutcome.SUCCEEDED, SyncOutcome.SUCCEEDED_WITH_WARNINGS})
 
 
 def report(result: ActionResult, *, as_json: bool) -> None:
@@ -66,7 +65,7 @@ def _sync_inline(cli: CliContext, integration_id: str, *, as_json: bool) -> None
         return
     result = done.result
     payload = {
-        "ok": result.outcome in SUCCEEDED,
+        "ok": result.outcome in SUCCESSES,
         "runId": str(done.run_id),
         "outcome": result.outcome.value,
         "records": result.records,
