@@ -39,15 +39,25 @@ KEY_SHAPES: Final = re.compile(
 TOKEN_LIKE: Final = re.compile(r"[A-Za-z0-9_+/=-]{24,}")
 
 
+# Only this many times the kept length is read at all: a provider's 16 MiB error code is
+# cut before the character-by-character cleaning, not after (a key cut at the window's
+# edge keeps its prefix, which the patterns still match).
+READ_FACTOR: Final = 4
+
+
 def clean_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """`text` without control characters or key-shaped strings, at most `limit` characters."""
-    return _truncated(KEY_SHAPES.sub(REDACTED, _printable(text)), limit)
+    window = text[: limit * READ_FACTOR]
+    return _truncated(
+        KEY_SHAPES.sub(REDACTED, _printable(window)), limit, cut=len(text) > len(window)
+    )
 
 
 def clean_detail(text: str) -> str:
     """A provider's error detail made safe: also redacts any long token-like run."""
-    cleaned = TOKEN_LIKE.sub(_token_or_word, KEY_SHAPES.sub(REDACTED, _printable(text)))
-    return _truncated(cleaned, MAX_DETAIL_CHARS)
+    window = text[: MAX_DETAIL_CHARS * READ_FACTOR]
+    cleaned = TOKEN_LIKE.sub(_token_or_word, KEY_SHAPES.sub(REDACTED, _printable(window)))
+    return _truncated(cleaned, MAX_DETAIL_CHARS, cut=len(text) > len(window))
 
 
 def _printable(text: str) -> str:
@@ -65,5 +75,8 @@ def _token_or_word(found: re.Match[str]) -> str:
     return REDACTED if is_token else run
 
 
-def _truncated(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+def _truncated(text: str, limit: int, *, cut: bool = False) -> str:
+    """At most `limit` characters, ending in an ellipsis when anything was left out."""
+    if len(text) <= limit and not cut:
+        return text
+    return text[: limit - 1] + ELLIPSIS

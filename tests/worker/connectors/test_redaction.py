@@ -51,6 +51,13 @@ def test_a_huge_detail_is_truncated() -> None:
     assert len(clean_message("y" * 1_000_000)) == MAX_MESSAGE_CHARS
 
 
+def test_only_a_bounded_prefix_of_a_huge_text_is_read() -> None:
+    # a megabyte of NULs before the words: the cleaning never walks that far, and says so
+    cleaned = clean_message("\x00" * 1_000_000 + "tail")
+    assert cleaned == "…"
+    assert clean_detail("\x00" * 1_000_000 + "tail") == "…"
+
+
 def test_a_hostile_error_code_is_stored_bounded_clean_and_redacted(
     fake_stripe: FakeStripe,
     make_stripe: Callable[..., StripeConnector],
