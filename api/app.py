@@ -24,6 +24,10 @@ from worker.settings import Settings
 
 TITLE: Final = "syncworker"
 VERSION: Final = "1"
+# The largest JSON body the API reads (an integration's credentials, filters and
+# configurations are far smaller). A longer one is refused with 413 while it is read,
+# before any key is checked (`errors.BodyCap`); the webhook receiver's own cap may be higher.
+MAX_JSON_BODY_BYTES: Final = 1024 * 1024
 
 
 def create_api(runtime: Runtime, operator: Operator) -> FastAPI:
@@ -41,6 +45,8 @@ def create_api(runtime: Runtime, operator: Operator) -> FastAPI:
     ttl = timedelta(seconds=runtime.settings.api_key_cache_ttl_s)
     api.state.verified_keys = VerifiedKeys(ttl, runtime.clock.now)
     errors.install(api)
+    cap = max(MAX_JSON_BODY_BYTES, runtime.settings.api_webhook_max_bytes)
+    api.add_middleware(errors.BodyCap, max_bytes=cap)
     api.include_router(integrations.router)
     api.include_router(operations.router)
     api.include_router(webhooks.router)

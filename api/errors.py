@@ -14,7 +14,9 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.errors import (
     DuplicateIntegration,
@@ -81,3 +83,37 @@ def validation_message(error: RequestValidationError) -> str:
     shown = "; ".join(problems[:MAX_PROBLEMS])
     more = len(problems) - MAX_PROBLEMS
     return f"invalid request: {shown}" + (f" (and {more} more)" if more > 0 else "")
+
+
+class BodyCap:
+    """ASGI middleware: a request body past `max_bytes` is a 413 in the one error shape.
+
+    A declared Content-Length past the cap is refused before a byte is read; a body that
+    streams past it fails the read with 413, so nothing holds more than the cap in memory.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"the request body is larger than {self.max_bytes} bytes"
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await refusal(413, message)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            received = await receive()
+            if received["type"] == "http.request":
+                seen += len(received.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, message)
+            return received
+
+        await self.app(scope, counted, send)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from fastapi import APIRouter
 
+from api.app import MAX_JSON_BODY_BYTES
 from tests.api.conftest import OTHER_WORKSPACE, WORKSPACE, AddIntegration, Api
 
 
@@ -69,3 +72,33 @@ def test_an_unexpected_error_is_a_500_without_a_traceback(api: Api) -> None:
 def test_openapi_and_the_docs_page_are_served(api: Api) -> None:
     assert api.client.get("/openapi.json").json()["info"]["title"] == "syncworker"
     assert "swagger" in api.client.get("/docs").text.lower()
+
+
+def test_a_body_past_the_cap_is_refused_with_413_before_the_key_is_checked(api: Api) -> None:
+    # a request with no key cannot make the server hold an unbounded body
+    huge = b'{"name": "' + b"x" * (MAX_JSON_BODY_BYTES + 1) + b'"}'
+    response = api.client.post(
+        "/v1/integrations", content=huge, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    assert response.json()["ok"] is False
+
+
+def test_a_streamed_body_past_the_cap_is_refused_with_413_in_the_one_shape(api: Api) -> None:
+    # chunked: no Content-Length to refuse up front, so the read itself stops at the cap
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(MAX_JSON_BODY_BYTES // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = api.client.post(
+        "/v1/integrations", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "ok": False,
+        "message": f"the request body is larger than {MAX_JSON_BODY_BYTES} bytes",
+    }
