@@ -8,13 +8,12 @@ A key that did not verify is never remembered, so a key made a moment ago works 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Final
 
-from models.api_keys import Principal
+from models.api_keys import Principal, digest
 
 # Far more live keys than a deployment has; past it the cache starts over, so a flood of
 # distinct valid keys costs memory bounded by this, and at worst a query each.
@@ -34,7 +33,7 @@ class VerifiedKeys:
         """The key's principal while it is remembered and fresh; None otherwise."""
         if not self._ttl:
             return None
-        entry = self._entries.get(_digest(presented))
+        entry = self._entries.get(digest(presented))
         if entry is None or entry[1] <= self._now():
             return None
         return entry[0]
@@ -43,15 +42,11 @@ class VerifiedKeys:
         """Remember what the database said of a key: its principal, or forget it (None)."""
         if not self._ttl:
             return
-        digest = _digest(presented)
+        key = digest(presented)
         with self._lock:
             if found is None:
-                self._entries.pop(digest, None)
+                self._entries.pop(key, None)
                 return
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[digest] = (found, self._now() + self._ttl)
-
-
-def _digest(presented: str) -> str:
-    return hashlib.sha256(presented.encode()).hexdigest()
+            self._entries[key] = (found, self._now() + self._ttl)

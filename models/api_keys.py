@@ -89,7 +89,7 @@ def create_key(
     session.add(
         ApiKey(
             id=key_id,
-            secret_digest=_digest(secret),
+            secret_digest=digest(secret),
             role=role.value,
             workspace_id=workspace_id,
             label=label,
@@ -107,7 +107,7 @@ def verify_key(session: Session, presented: str) -> Principal | None:
     key_id, secret = shape.groups()
     row = session.get(ApiKey, key_id)
     stored = row.secret_digest if row is not None else _NO_DIGEST
-    matches = hmac.compare_digest(_digest(secret), stored)
+    matches = hmac.compare_digest(digest(secret), stored)
     if row is None or not matches or row.revoked_at is not None:
         return None
     return Principal(row.id, Role(row.role), row.workspace_id)
@@ -136,5 +136,6 @@ def list_keys(session: Session) -> Sequence[ApiKey]:
     return session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id)).all()
 
 
-def _digest(secret: str) -> str:
+def digest(secret: str) -> str:
+    """The stored form of a key's secret (or of a whole presented key): its SHA-256, hex."""
     return hashlib.sha256(secret.encode()).hexdigest()

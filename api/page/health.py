@@ -14,17 +14,11 @@ def health_context(request: Request, integration: IntegrationDto) -> dict[str, A
     """The explanation, the lateness thresholds and the provider's open incident, if any."""
     operator = operator_of(request)
     rule = operator.lateness_rule
-    incident = next(
-        (
-            i
-            for i in operator.incidents()
-            if i["open"] and i["provider"] == integration["providerId"]
-        ),
-        None,
-    )
+    explanation = operator.explain(integration["id"])
     return {
-        "explanation": operator.explain(integration["id"]),
+        "explanation": explanation,
         "late_after": f"{rule.late_after:g}",
         "overdue_after": f"{rule.overdue_after:g}",
-        "incident": incident,
+        # the provider's open incident, however old, as the explanation already read it
+        "incident": explanation["incident"],
     }

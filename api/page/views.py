@@ -15,7 +15,7 @@ from api.page.actions import ACTIONS, available
 from api.page.guard import SignedIn, operator_of
 from api.page.health import health_context
 from api.page.render import render
-from models.queries import IntegrationQuery
+from models.queries import MAX_CURSOR_CHARS, IntegrationQuery
 from models.status import API_STATUS, ApiStatus, Provider, Status, parse_enum
 from worker.operator import HISTORY_LIMIT, RUNS_LIMIT
 
@@ -41,7 +41,7 @@ def integrations(
     provider: Filter = None,
     api_status: Filter = None,
     workspace: Filter = None,
-    after: Annotated[str | None, Query(max_length=200)] = None,
+    after: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
     refresh: Refresh = None,
 ) -> HTMLResponse:
     """The list, newest first, filtered by status, provider, API status and workspace."""
