@@ -28,6 +28,12 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
+def operator_of(request: Request) -> Operator:
+    """The app's operator service, unscoped (for the page's operators and the receiver)."""
+    operator: Operator = request.app.state.operator
+    return operator
+
+
 async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -57,7 +63,7 @@ def _verify(runtime: Runtime, presented: str) -> Principal | None:
 
 async def operator_for(request: Request, who: Annotated[Principal, Depends(principal)]) -> Operator:
     """The operator service as this key may use it: all, or its workspace only."""
-    base: Operator = request.app.state.operator
+    base = operator_of(request)
     if who.is_operator:
         return base
     # A workspace key always names its workspace (models.api_keys); "" would see nothing.

@@ -15,8 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from api.auth import OperatorKey, Scoped
-from api.page.guard import operator_of
+from api.auth import OperatorKey, Scoped, operator_of
 from models.explain import Explanation
 from models.incidents import IncidentDto
 from models.serializers import ActionResultDict

@@ -20,10 +20,10 @@ from typing import Final
 from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import operator_of
 from api.schemas import IntegrationActionResult, IntegrationProvider
 from models.status import Provider
 from worker.connectors.webhooks import SCHEMES
-from worker.operator import Operator
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
@@ -55,7 +55,7 @@ async def receive(
     kind = Provider(provider.value)
     if kind not in SCHEMES:
         raise HTTPException(404, f"no webhook receiver for {kind}; there is one for {RECEIVERS}")
-    operator: Operator = request.app.state.operator
+    operator = operator_of(request)
     body = await bounded_body(request, request.app.state.runtime.settings.api_webhook_max_bytes)
     headers = dict(request.headers)
     stored = await run_in_threadpool(operator.receive_webhook, integration_id, kind, headers, body)

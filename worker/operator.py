@@ -185,10 +185,11 @@ class Operator:
         only = () if view == "dto" else API_VIEW_COLUMNS
         with self._runtime.sessions() as session:
             page = queries.list_integrations(session, query, after=after, limit=limit, only=only)
+            judge = self._judge()  # one instant, rule and interval table for the whole page
             if view == "dto":
-                dtos = [integration_dto(i, lateness=self.lateness(i)) for i in page.items]
+                dtos = [integration_dto(i, lateness=judge(i)) for i in page.items]
                 return queries.Page(dtos, page.next_cursor)
-            views = [integration_api_view(i, lateness=self.lateness(i)) for i in page.items]
+            views = [integration_api_view(i, lateness=judge(i)) for i in page.items]
             return queries.Page(views, page.next_cursor)
 
     def explain(self, integration_id: str) -> Explanation:
@@ -215,11 +216,21 @@ class Operator:
 
     def lateness(self, integration: Fields) -> Lateness:
         """The integration's health flag now (SPEC §11), from its interval and the clock."""
+        return self._judge()(integration)
+
+    def _judge(self) -> Callable[[Fields], Lateness]:
+        """Lateness as of now, with the settings' rule and intervals read once."""
         settings = self._runtime.settings
-        interval = interval_of(integration, settings.intervals())
-        return lateness_of(
-            integration, interval, now=self._runtime.clock.now(), rule=settings.lateness_rule()
+        intervals, rule, now = (
+            settings.intervals(),
+            settings.lateness_rule(),
+            self._runtime.clock.now(),
         )
+
+        def judge(integration: Fields) -> Lateness:
+            return lateness_of(integration, interval_of(integration, intervals), now=now, rule=rule)
+
+        return judge
 
     def _view(self, integration: Integration, view: View) -> IntegrationApiView | IntegrationDto:
         lateness = self.lateness(integration)

@@ -16,7 +16,8 @@ import structlog
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.page.guard import Acting, SignedIn, Visitor, operator_of
+from api.auth import operator_of
+from api.page.guard import Acting, SignedIn, Visitor
 from api.page.render import path_for, render
 from models.errors import SyncWorkerError
 from models.lifecycle import LIFECYCLE

@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 
+from api.auth import runtime_of
 from api.page.session import PageSession, Wall, session_of
 from models.api_keys import live_principal
-from worker.operator import Operator
-from worker.runtime import Runtime
 
 CSRF_FIELD: Final = "csrf_token"
 CSRF_REFUSED: Final = "the form's CSRF token is missing or stale: reload the page and try again"
@@ -41,16 +40,6 @@ class Visitor:
     @property
     def actor(self) -> str:
         return f"key:{self.key_id}"
-
-
-def operator_of(request: Request) -> Operator:
-    operator: Operator = request.app.state.operator
-    return operator
-
-
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 def wall_of(request: Request) -> Wall:

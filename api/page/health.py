@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import Request
 
-from api.page.guard import operator_of
+from api.auth import operator_of
 from models.serializers import IntegrationDto
 
 

@@ -14,7 +14,8 @@ import structlog
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.page.guard import Acting, checked_form, local_path, runtime_of, wall_of
+from api.auth import runtime_of
+from api.page.guard import Acting, checked_form, local_path, wall_of
 from api.page.render import path_for, render
 from api.page.session import session_of
 from models.api_keys import verify_key

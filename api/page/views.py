@@ -11,8 +11,9 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from api.auth import operator_of
 from api.page.actions import ACTIONS, available
-from api.page.guard import SignedIn, operator_of
+from api.page.guard import SignedIn
 from api.page.health import health_context
 from api.page.render import render
 from models.queries import MAX_CURSOR_CHARS, IntegrationQuery
