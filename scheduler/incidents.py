@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from models.incidents import (
@@ -24,7 +24,6 @@ from models.incidents import (
     Sample,
     incident_dto,
     open_incident,
-    recent_incidents,
     sample,
 )
 from models.notices import INCIDENT_CLOSED_EVENT, INCIDENT_OPENED_EVENT, add_event
@@ -60,7 +59,12 @@ def covered_providers(
     catch up after the incident before any is announced late on its own.
     """
     covered: set[Provider] = set()
-    for incident in recent_incidents(session, limit=len(Provider) * 4):
+    # Open, or closed within the longest grace: however many incidents came since.
+    since = now - max(grace.values(), default=timedelta(0))
+    relevant = select(ProviderIncident).where(
+        or_(ProviderIncident.closed_at.is_(None), ProviderIncident.closed_at >= since)
+    )
+    for incident in session.scalars(relevant):
         provider = Provider(incident.provider)
         closed = incident.closed_at
         if closed is None or now - closed <= grace.get(provider, timedelta(0)):

@@ -19,9 +19,9 @@ from models.status import Provider, Status, SyncOutcome
 from models.sync_runs import SyncResult, finish_run, start_run
 from models.time_rules import escalate_auth_failures
 from scheduler.dispatch import claim_due
-from scheduler.incidents import IncidentChange, evaluate
+from scheduler.incidents import IncidentChange, covered_providers, evaluate
 from scheduler.providers import DEFAULT_POLICIES
-from tests.conftest import IntegrationFactory
+from tests.conftest import IntegrationFactory, incident_row
 
 Sessions = sessionmaker[Session]
 STRIPE = DEFAULT_POLICIES[Provider.STRIPE]
@@ -339,3 +339,22 @@ def test_an_integration_paused_since_its_last_failure_does_not_hold_the_incident
     closed = _evaluate(sessions, clock)
 
     assert closed is not None and not closed.opened
+
+
+def test_an_old_open_incident_covers_its_provider_however_many_came_since(
+    sessions: Sessions, clock: ManualClock
+) -> None:
+    # given stripe's incident, open for days, and forty of shopify's opened and closed since
+    now = clock.now()
+    grace = {Provider.STRIPE: timedelta(hours=12), Provider.SHOPIFY: timedelta(hours=12)}
+    with sessions() as session, session.begin():
+        session.add(incident_row(now - timedelta(days=4)))
+        for hours in range(40):
+            opened = now - timedelta(days=3) + timedelta(hours=hours)
+            session.add(
+                incident_row(opened, provider="shopify", closed_at=opened + timedelta(minutes=30))
+            )
+
+    # then stripe's lateness is still explained; shopify's grace ended hours ago
+    with sessions() as session:
+        assert covered_providers(session, now=now, grace=grace) == {Provider.STRIPE}
