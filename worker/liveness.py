@@ -15,7 +15,8 @@ clock's speed (marks are written in app-clock time; the demo's clock runs fast).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -28,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models.schema import SchedulerMark
 from scheduler.beat import DISPATCH_TASK
 from scheduler.marks import marks
+from worker.metrics import COLLECT_CACHE_S, Cached
 from worker.queues import oldest_ages, queue_depths
 from worker.runtime import Runtime, settings_of
 
@@ -140,14 +142,27 @@ class LivenessCollector(Collector):
     queue; whether the database and the broker answer. Each `syncworker health` check has
     its metric: an alert compares a job's age with its period, a queue's age with a limit."""
 
-    def __init__(self, runtime: Runtime, app: Celery) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        app: Celery,
+        *,
+        ttl_s: float = COLLECT_CACHE_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._runtime = runtime
         self._app = app
+        # Read at most every `ttl_s`, however often (and by how many) it is scraped.
+        self._cache = Cached(ttl_s, monotonic)
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing to read at registration: the database is asked when scraped
 
     def collect(self) -> Iterable[Metric]:
+        families: list[Metric] = self._cache.get(self._read)
+        return families
+
+    def _read(self) -> list[Metric]:
         # Counts kept in the database since the deployment began: counters (`_total` on the
         # wire), so rate() and increase() work on them across scrapes and restarts.
         runs = CounterMetricFamily("syncworker_beat_runs", "Recorded runs per job", labels=["job"])

@@ -104,7 +104,7 @@ def record_dispatch(report: TickReport) -> None:
     DISPATCH_LAG.labels(provider=report.provider.value).set(report.max_lag_s)
 
 
-class _Cached:
+class Cached:
     """A value recomputed at most every `ttl_s`; the last good one is kept through errors."""
 
     def __init__(self, ttl_s: float, monotonic: Callable[[], float]) -> None:
@@ -133,7 +133,7 @@ class IntegrationsCollector(Collector):
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
-        self._cache = _Cached(ttl_s, monotonic)
+        self._cache = Cached(ttl_s, monotonic)
 
     def describe(self) -> Iterable[Metric]:
         return [self._family()]
@@ -178,7 +178,7 @@ class QueueDepthCollector(Collector):
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._depths = depths
-        self._cache = _Cached(ttl_s, monotonic)
+        self._cache = Cached(ttl_s, monotonic)
 
     def describe(self) -> Iterable[Metric]:
         return [self._family()]

@@ -154,3 +154,28 @@ def test_the_liveness_collector_serves_runs_missed_runs_and_ages_per_job(
     assert value("syncworker_beat_expected_every_seconds") == 15
     assert families["syncworker_database_up"].samples[0].value == 1
     assert families["syncworker_broker_up"].samples[0].value == 1  # the embedded broker
+
+
+def test_the_liveness_collector_reads_at_most_once_per_ttl(
+    runtime: Runtime, clock: ManualClock
+) -> None:
+    every = timedelta(seconds=15)
+    app = create_app(runtime.settings, runtime=runtime)
+    wall = [0.0]
+    collector = LivenessCollector(runtime, app, ttl_s=10, monotonic=lambda: wall[0])
+
+    def runs() -> float:
+        families = {f.name: f for f in collector.collect()}
+        return sum(s.value for s in families["syncworker_beat_runs"].samples)
+
+    def tick() -> None:
+        with runtime.sessions() as session, session.begin():
+            mark(session, "tick:stripe", now=clock.now(), every=every)
+
+    tick()
+    assert runs() == 1
+    tick()
+    wall[0] = 9.9
+    assert runs() == 1  # a scrape within the TTL reads nothing
+    wall[0] = 10.0
+    assert runs() == 2
